@@ -1,0 +1,4 @@
+//! Networking pieces shared by every role: the WebSocket byte-stream adapter that carries
+//! inner TLS, Go-style durations and listen addresses.
+
+pub mod ws;

@@ -1,0 +1,5 @@
+//! PKI and crypto facade: the one place that hashes, compares secrets, loads keys and
+//! builds rustls configurations, all on the aws-lc-rs provider.
+
+pub mod crypto;
+pub mod tls;
