@@ -3,3 +3,4 @@
 
 pub mod crypto;
 pub mod tls;
+pub mod validate;

@@ -118,20 +118,19 @@ pub struct LoadedCert {
 pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<LoadedCert, LoadError> {
     let certs = load_certs(cert_path)?;
     let key = load_key(key_path)?;
-    let signing_key = provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| LoadError::BadKey {
-            path: key_path.to_owned(),
-            reason: e.to_string(),
-        })?;
+    let signing_key =
+        provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| LoadError::BadKey {
+                path: key_path.to_owned(),
+                reason: e.to_string(),
+            })?;
     let certified = CertifiedKey::new(certs, signing_key);
-    certified
-        .keys_match()
-        .map_err(|_| LoadError::Mismatch {
-            cert: cert_path.to_owned(),
-            key: key_path.to_owned(),
-        })?;
+    certified.keys_match().map_err(|_| LoadError::Mismatch {
+        cert: cert_path.to_owned(),
+        key: key_path.to_owned(),
+    })?;
     let leaf = &certified.cert[0];
     let (not_before, not_after) = validity(leaf).map_err(|reason| LoadError::BadCertificate {
         path: cert_path.to_owned(),
