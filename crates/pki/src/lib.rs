@@ -4,3 +4,4 @@
 pub mod crypto;
 pub mod tls;
 pub mod validate;
+pub mod verifier;
