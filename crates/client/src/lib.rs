@@ -1,1 +1,246 @@
-//! placeholder
+//! The client side of a tunnel: a WebSocket to the proxy (directly, or through the edge),
+//! inner TLS inside it with SNI = route host, and HTTP/1.1 or HTTP/2 over that.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mcp_tunnel_net::ws::{WsByteStream, ws_config};
+use rustls::ClientConfig;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The request body type sessions carry.
+pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Why a session could not be opened or a request not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("websocket handshake failed: {0}")]
+    WebSocket(#[from] tungstenite::Error),
+    #[error("websocket refused with HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+    #[error("inner TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP over the tunnel failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("bad TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Trust for inner TLS: the tunnel's registered CA certificates and nothing else.
+#[derive(Debug, Clone)]
+pub struct InnerTls {
+    config: Arc<ClientConfig>,
+}
+
+impl InnerTls {
+    /// Trusts exactly `cas` (DER) as issuers of the proxy's certificate.
+    pub fn trusting(cas: &[CertificateDer<'static>]) -> Result<Self, ClientError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in cas {
+            roots
+                .add(ca.clone())
+                .map_err(|e| ClientError::Config(e.to_string()))?;
+        }
+        let config = ClientConfig::builder_with_provider(mcp_tunnel_pki::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self::from_config(config))
+    }
+
+    /// Uses a prepared rustls config; ALPN is set here.
+    pub fn from_config(mut config: ClientConfig) -> Self {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Offers only HTTP/1.1 inside the tunnel.
+    pub fn http1_only(&self) -> Self {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self {
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// Where the WebSocket goes and which route the inner TLS is for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `Host` of the WebSocket request (the tunnel domain, or the proxy's address directly).
+    pub ws_host: String,
+    /// Path of the WebSocket request.
+    pub ws_path: String,
+    /// Extra headers on the WebSocket request (e.g. the edge's `Authorization`).
+    pub ws_headers: Vec<(String, String)>,
+    /// The route host: SNI of inner TLS and `Host` of inner requests.
+    pub route_host: String,
+}
+
+impl Target {
+    pub fn new(ws_host: impl Into<String>, route_host: impl Into<String>) -> Self {
+        Self {
+            ws_host: ws_host.into(),
+            ws_path: "/".into(),
+            ws_headers: Vec::new(),
+            route_host: route_host.into(),
+        }
+    }
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<ClientBody>),
+    H2(hyper::client::conn::http2::SendRequest<ClientBody>),
+}
+
+/// One inner-TLS session: requests go to the route host over it.
+pub struct Session {
+    sender: Sender,
+    route_host: String,
+    resumed: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("route_host", &self.route_host)
+            .field("protocol", &self.protocol())
+            .field("resumed", &self.resumed)
+            .finish()
+    }
+}
+
+impl Session {
+    /// Opens a session over `io` (a TCP stream to the proxy, or a TLS stream to the edge).
+    pub async fn open<S>(io: S, target: &Target, tls: &InnerTls) -> Result<Self, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let ws = websocket(io, target).await?;
+        let name = ServerName::try_from(target.route_host.clone())
+            .map_err(|_| ClientError::ServerName(target.route_host.clone()))?;
+        let stream = TlsConnector::from(tls.config.clone())
+            .connect(name, ws)
+            .await
+            .map_err(ClientError::Tls)?;
+        let conn = stream.get_ref().1;
+        let h2 = conn.alpn_protocol() == Some(b"h2");
+        let resumed = matches!(
+            conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
+        let io = TokioIo::new(stream);
+        let sender = if h2 {
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Sender::H1(sender)
+        };
+        Ok(Self {
+            sender,
+            route_host: target.route_host.clone(),
+            resumed,
+        })
+    }
+
+    /// `"h2"` or `"http/1.1"`, as negotiated.
+    pub fn protocol(&self) -> &'static str {
+        match self.sender {
+            Sender::H1(_) => "http/1.1",
+            Sender::H2(_) => "h2",
+        }
+    }
+
+    /// Whether inner TLS resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Whether the session can take another request.
+    pub fn is_open(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => !s.is_closed(),
+            Sender::H2(s) => !s.is_closed(),
+        }
+    }
+
+    /// Sends one request. A relative URI is completed with the route host; `Host` is set.
+    pub async fn send(&mut self, mut req: Request<ClientBody>) -> Result<Response<Incoming>, ClientError> {
+        match &mut self.sender {
+            Sender::H1(s) => {
+                if !req.headers().contains_key(http::header::HOST) {
+                    if let Ok(v) = http::HeaderValue::from_str(&self.route_host) {
+                        req.headers_mut().insert(http::header::HOST, v);
+                    }
+                }
+                s.ready().await?;
+                Ok(s.send_request(req).await?)
+            }
+            Sender::H2(s) => {
+                if req.uri().authority().is_none() {
+                    let pq = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str().to_owned())
+                        .unwrap_or_else(|| "/".into());
+                    if let Ok(uri) = format!("https://{}{pq}", self.route_host).parse() {
+                        *req.uri_mut() = uri;
+                    }
+                }
+                *req.version_mut() = http::Version::HTTP_2;
+                s.ready().await?;
+                Ok(s.send_request(req).await?)
+            }
+        }
+    }
+}
+
+/// The WebSocket handshake as a client; a refusal keeps the server's status and body.
+async fn websocket<S>(io: S, target: &Target) -> Result<WsByteStream<S>, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{}{}", target.ws_host, target.ws_path);
+    let mut req = url.into_client_request()?;
+    for (k, v) in &target.ws_headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let value = http::HeaderValue::from_str(v).map_err(|e| ClientError::Config(e.to_string()))?;
+        req.headers_mut().insert(name, value);
+    }
+    match tokio_tungstenite::client_async_with_config(req, io, Some(ws_config())).await {
+        Ok((ws, _resp)) => Ok(WsByteStream::new(ws)),
+        Err(tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                .unwrap_or_default();
+            Err(ClientError::Refused { status, body })
+        }
+        Err(e) => Err(ClientError::WebSocket(e)),
+    }
+}
