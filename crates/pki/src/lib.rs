@@ -2,6 +2,7 @@
 //! builds rustls configurations, all on the aws-lc-rs provider.
 
 pub mod crypto;
+pub mod generate;
 pub mod tls;
 pub mod validate;
 pub mod verifier;
