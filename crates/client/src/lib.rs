@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite;
 
+pub mod mcp;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The request body type sessions carry.
 pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;

@@ -1,1 +1,46 @@
-fn main() {}
+//! `mcp-tunnel`: every role of the system as a subcommand of one binary (SPEC §2).
+
+mod argv;
+mod commands;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "mcp-tunnel", version, about = "MCP tunnels: reach private MCP servers with no inbound port")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Terminate inner TLS, route by hostname and forward to private MCP servers.
+    Proxy(commands::proxy::ProxyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(argv::go_style(std::env::args_os()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Proxy(args) => commands::proxy::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "exiting");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

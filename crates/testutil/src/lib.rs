@@ -1,1 +1,31 @@
-//! placeholder
+//! Shared test helpers: certificates made at run time, real peer processes (the PyPI
+//! `mcp` server, our own binary) with their logs captured, and ephemeral ports only.
+
+pub mod logs;
+pub mod mcp;
+pub mod pki;
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// The Python interpreter that has the `mcp` SDK: `MCP_TUNNEL_PYTHON`, else the repo's
+/// `.venv` (which `.ci/run` creates). A missing interpreter fails the test loudly.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MCP_TUNNEL_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run .ci/run (or `python3 -m venv .venv && .venv/bin/pip install -r testdata/requirements.txt`)",
+        venv.display()
+    );
+    venv
+}
