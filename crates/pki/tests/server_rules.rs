@@ -12,7 +12,7 @@ use mcp_tunnel_pki::validate::{
 };
 use rustls_pki_types::CertificateDer;
 
-fn check(leaf: &[u8], cas: &[Vec<u8>], host: &str) -> Result<(), CertRuleError> {
+fn check<C: AsRef<[u8]>>(leaf: &[u8], cas: &[C], host: &str) -> Result<(), CertRuleError> {
     validate_server_cert(leaf, &[], cas, host, now())
 }
 
@@ -143,7 +143,7 @@ fn missing_aki_is_refused() {
         p.use_authority_key_identifier_extension = false;
     });
     refused(
-        check(&leaf, &[ca.der.clone()], HOST),
+        check(&leaf, &[&ca.der], HOST),
         |e| *e == CertRuleError::MissingAuthorityKeyId,
         "must have an AuthorityKeyIdentifier",
     );
@@ -158,7 +158,7 @@ fn aki_mismatch_is_refused() {
     let issuer = rcgen::Issuer::from_params(&lying, &ca.key);
     let (leaf, _) = rcgen_leaf(&issuer, &[HOST], |_| {});
     refused(
-        check(&leaf, &[ca.der.clone()], HOST),
+        check(&leaf, &[&ca.der], HOST),
         |e| matches!(e, CertRuleError::AuthorityKeyIdMismatch { aki, .. } if *aki == "ab".repeat(20)),
         "AuthorityKeyIdentifier must match the CA's SubjectKeyIdentifier",
     );
@@ -173,7 +173,7 @@ fn expired_and_not_yet_valid_are_refused() {
         p.not_after = (t - days(1)).into();
     });
     refused(
-        check(&old, &[ca.der.clone()], HOST),
+        check(&old, &[&ca.der], HOST),
         |e| {
             matches!(
                 e,
@@ -190,7 +190,7 @@ fn expired_and_not_yet_valid_are_refused() {
         p.not_after = (t + days(30)).into();
     });
     refused(
-        check(&young, &[ca.der.clone()], HOST),
+        check(&young, &[&ca.der], HOST),
         |e| {
             matches!(
                 e,
@@ -211,7 +211,7 @@ fn expired_issuing_ca_is_refused_by_name() {
     let (leaf, _) = rcgen_leaf(&ca.issuer(), &[HOST], |_| {});
     let later = now() + 2 * 86_400;
     refused(
-        validate_server_cert(&leaf, &[], &[ca.der.clone()], HOST, later),
+        validate_server_cert(&leaf, &[], &[&ca.der], HOST, later),
         |e| matches!(e, CertRuleError::IssuingCaInvalid(inner) if matches!(**inner, CertRuleError::Expired { role: CertRole::Ca, .. })),
         "the registered CA that signed the server certificate is not acceptable: CA certificate has expired",
     );
@@ -224,7 +224,7 @@ fn ca_certificate_as_server_certificate_is_refused() {
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     });
     refused(
-        check(&leaf, &[ca.der.clone()], HOST),
+        check(&leaf, &[&ca.der], HOST),
         |e| *e == CertRuleError::ServerIsCa,
         "must not be a CA certificate",
     );
