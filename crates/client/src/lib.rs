@@ -113,6 +113,7 @@ pub struct Session {
     sender: Sender,
     route_host: String,
     resumed: bool,
+    peer_fingerprint: String,
 }
 
 impl std::fmt::Debug for Session {
@@ -144,6 +145,11 @@ impl Session {
             conn.handshake_kind(),
             Some(rustls::HandshakeKind::Resumed)
         );
+        let peer_fingerprint = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| mcp_tunnel_pki::crypto::sha256_hex(c.as_ref()))
+            .unwrap_or_default();
         let io = TokioIo::new(stream);
         let sender = if h2 {
             let (sender, conn) =
@@ -163,6 +169,7 @@ impl Session {
             sender,
             route_host: target.route_host.clone(),
             resumed,
+            peer_fingerprint,
         })
     }
 
@@ -177,6 +184,11 @@ impl Session {
     /// Whether inner TLS resumed an earlier session.
     pub fn resumed(&self) -> bool {
         self.resumed
+    }
+
+    /// SHA-256 (lowercase hex) of the proxy's certificate, as served in this session.
+    pub fn peer_fingerprint(&self) -> &str {
+        &self.peer_fingerprint
     }
 
     /// Whether the session can take another request.

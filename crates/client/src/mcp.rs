@@ -173,21 +173,23 @@ impl McpClient {
             let bytes = body.collect().await?.to_bytes();
             return serde_json::from_slice(&bytes).map_err(|e| McpError::Protocol(e.to_string()));
         }
+        // Read the stream to its end even after the answer: the server closes it once the
+        // answer is sent, and an HTTP/1.1 connection is reusable only after a whole body.
         let mut sse = SseParser::default();
+        let mut answer = None;
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame?.into_data() else { continue };
             for event in sse.push(&data) {
                 let msg: Value =
                     serde_json::from_str(&event).map_err(|e| McpError::Protocol(e.to_string()))?;
                 if msg.get("id").and_then(Value::as_u64) == Some(id) && msg.get("method").is_none() {
-                    return Ok(msg);
+                    answer = Some(msg);
+                } else {
+                    self.notifications.push(msg);
                 }
-                self.notifications.push(msg);
             }
         }
-        Err(McpError::Protocol(
-            "event stream ended before the answer arrived".into(),
-        ))
+        answer.ok_or_else(|| McpError::Protocol("event stream ended before the answer arrived".into()))
     }
 }
 
