@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Terminate inner TLS, route by hostname and forward to private MCP servers.
     Proxy(commands::proxy::ProxyArgs),
+    /// One-shot MCP call through a tunnel session (list tools, or call one).
+    Call(commands::call::CallArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Proxy(args) => commands::proxy::run(args).await,
+            Command::Call(args) => commands::call::run(args).await,
         }
     });
     match result {
