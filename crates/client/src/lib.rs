@@ -141,10 +141,7 @@ impl Session {
             .map_err(ClientError::Tls)?;
         let conn = stream.get_ref().1;
         let h2 = conn.alpn_protocol() == Some(b"h2");
-        let resumed = matches!(
-            conn.handshake_kind(),
-            Some(rustls::HandshakeKind::Resumed)
-        );
+        let resumed = matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
         let peer_fingerprint = conn
             .peer_certificates()
             .and_then(|c| c.first())
@@ -200,13 +197,16 @@ impl Session {
     }
 
     /// Sends one request. A relative URI is completed with the route host; `Host` is set.
-    pub async fn send(&mut self, mut req: Request<ClientBody>) -> Result<Response<Incoming>, ClientError> {
+    pub async fn send(
+        &mut self,
+        mut req: Request<ClientBody>,
+    ) -> Result<Response<Incoming>, ClientError> {
         match &mut self.sender {
             Sender::H1(s) => {
-                if !req.headers().contains_key(http::header::HOST) {
-                    if let Ok(v) = http::HeaderValue::from_str(&self.route_host) {
-                        req.headers_mut().insert(http::header::HOST, v);
-                    }
+                if !req.headers().contains_key(http::header::HOST)
+                    && let Ok(v) = http::HeaderValue::from_str(&self.route_host)
+                {
+                    req.headers_mut().insert(http::header::HOST, v);
                 }
                 s.ready().await?;
                 Ok(s.send_request(req).await?)
@@ -241,7 +241,8 @@ where
     for (k, v) in &target.ws_headers {
         let name = http::HeaderName::from_bytes(k.as_bytes())
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        let value = http::HeaderValue::from_str(v).map_err(|e| ClientError::Config(e.to_string()))?;
+        let value =
+            http::HeaderValue::from_str(v).map_err(|e| ClientError::Config(e.to_string()))?;
         req.headers_mut().insert(name, value);
     }
     match tokio_tungstenite::client_async_with_config(req, io, Some(ws_config())).await {

@@ -148,13 +148,21 @@ impl McpClient {
             .body(body)
             .map_err(|e| McpError::Protocol(e.to_string()))?;
         let resp = self.session.send(req).await?;
-        if let Some(sid) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        if let Some(sid) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
             self.session_id = Some(sid.to_owned());
         }
         Ok(resp)
     }
 
-    async fn read_answer(&mut self, resp: http::Response<Incoming>, id: u64) -> Result<Value, McpError> {
+    async fn read_answer(
+        &mut self,
+        resp: http::Response<Incoming>,
+        id: u64,
+    ) -> Result<Value, McpError> {
         let status = resp.status().as_u16();
         let is_sse = resp
             .headers()
@@ -178,18 +186,23 @@ impl McpClient {
         let mut sse = SseParser::default();
         let mut answer = None;
         while let Some(frame) = body.frame().await {
-            let Ok(data) = frame?.into_data() else { continue };
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
             for event in sse.push(&data) {
                 let msg: Value =
                     serde_json::from_str(&event).map_err(|e| McpError::Protocol(e.to_string()))?;
-                if msg.get("id").and_then(Value::as_u64) == Some(id) && msg.get("method").is_none() {
+                if msg.get("id").and_then(Value::as_u64) == Some(id) && msg.get("method").is_none()
+                {
                     answer = Some(msg);
                 } else {
                     self.notifications.push(msg);
                 }
             }
         }
-        answer.ok_or_else(|| McpError::Protocol("event stream ended before the answer arrived".into()))
+        answer.ok_or_else(|| {
+            McpError::Protocol("event stream ended before the answer arrived".into())
+        })
     }
 }
 
@@ -233,7 +246,10 @@ mod tests {
     fn sse_events_split_across_chunks() {
         let mut p = SseParser::default();
         assert!(p.push(b"event: message\ndata: {\"a\"").is_empty());
-        assert_eq!(p.push(b":1}\n\ndata: x\r\n\r\n: comment\n\n"), ["{\"a\":1}", "x"]);
+        assert_eq!(
+            p.push(b":1}\n\ndata: x\r\n\r\n: comment\n\n"),
+            ["{\"a\":1}", "x"]
+        );
         assert!(p.push(b"data: partial").is_empty());
     }
 }

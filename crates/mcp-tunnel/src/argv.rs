@@ -23,10 +23,13 @@ pub fn go_style(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             out.push(arg);
             continue;
         }
-        let rewritten = s.strip_prefix('-').filter(|rest| !rest.starts_with('-')).and_then(|rest| {
-            let name = rest.split('=').next().unwrap_or(rest);
-            GO_STYLE_FLAGS.contains(&name).then(|| format!("--{rest}"))
-        });
+        let rewritten = s
+            .strip_prefix('-')
+            .filter(|rest| !rest.starts_with('-'))
+            .and_then(|rest| {
+                let name = rest.split('=').next().unwrap_or(rest);
+                GO_STYLE_FLAGS.contains(&name).then(|| format!("--{rest}"))
+            });
         out.push(rewritten.map(OsString::from).unwrap_or(arg));
     }
     out
@@ -46,10 +49,25 @@ mod tests {
     #[test]
     fn rewrites_known_single_dash_flags_only() {
         assert_eq!(
-            run(&["mcp-tunnel", "proxy", "-config", "a.yaml", "-tunnel-domain=x.example"]),
-            ["mcp-tunnel", "proxy", "--config", "a.yaml", "--tunnel-domain=x.example"]
+            run(&[
+                "mcp-tunnel",
+                "proxy",
+                "-config",
+                "a.yaml",
+                "-tunnel-domain=x.example"
+            ]),
+            [
+                "mcp-tunnel",
+                "proxy",
+                "--config",
+                "a.yaml",
+                "--tunnel-domain=x.example"
+            ]
         );
-        assert_eq!(run(&["p", "-h", "-v", "--config", "b"]), ["p", "-h", "-v", "--config", "b"]);
+        assert_eq!(
+            run(&["p", "-h", "-v", "--config", "b"]),
+            ["p", "-h", "-v", "--config", "b"]
+        );
         assert_eq!(run(&["p", "--", "-config"]), ["p", "--", "-config"]);
         assert_eq!(run(&["p", "-unknown"]), ["p", "-unknown"]);
     }

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "mcp-tunnel", version, about = "MCP tunnels: reach private MCP servers with no inbound port")]
+#[command(
+    name = "mcp-tunnel",
+    version,
+    about = "MCP tunnels: reach private MCP servers with no inbound port"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,7 +29,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(argv::go_style(std::env::args_os()));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

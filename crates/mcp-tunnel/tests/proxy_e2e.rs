@@ -31,11 +31,20 @@ async fn mcp_initialize_list_and_call_over_h2_and_http1() {
         let protocol = session.protocol();
         let mut mcp = mcp_tunnel_client::mcp::McpClient::new(session, "/mcp");
         let init = mcp.initialize().await.unwrap();
-        assert_eq!(init["serverInfo"]["name"], "mcp-tunnel-test-server", "{protocol}");
-        assert!(mcp.session_id().is_some(), "Mcp-Session-Id must pass through");
+        assert_eq!(
+            init["serverInfo"]["name"], "mcp-tunnel-test-server",
+            "{protocol}"
+        );
+        assert!(
+            mcp.session_id().is_some(),
+            "Mcp-Session-Id must pass through"
+        );
         let tools = mcp.list_tools().await.unwrap();
         let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
-        assert!(names.contains(&"echo") && names.contains(&"add"), "{names:?}");
+        assert!(
+            names.contains(&"echo") && names.contains(&"add"),
+            "{names:?}"
+        );
         let result = mcp
             .call_tool("add", json!({"a": 40, "b": 2}))
             .await
@@ -46,7 +55,11 @@ async fn mcp_initialize_list_and_call_over_h2_and_http1() {
     let started = h.proxy.logs_with_message("request started");
     assert!(started.iter().all(|l| l["route"] == "mcp"));
     let completed = h.proxy.logs_with_message("request completed");
-    assert!(completed.iter().any(|l| l["status"] == 200 && l["bytes"].as_u64() > Some(0)));
+    assert!(
+        completed
+            .iter()
+            .any(|l| l["status"] == 200 && l["bytes"].as_u64() > Some(0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +88,11 @@ async fn sse_events_arrive_one_at_a_time() {
     let h = proxy_to(&server, "").await;
     let mut session = h.session("mcp").await;
     let resp = session
-        .send(Request::get("/ticks?n=4&interval_ms=400").body(empty()).unwrap())
+        .send(
+            Request::get("/ticks?n=4&interval_ms=400")
+                .body(empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -94,7 +111,10 @@ async fn sse_events_arrive_one_at_a_time() {
     // gaps between arrivals reflect the server's 400 ms pauses.
     for pair in arrivals.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(250), "events were batched: gap {gap:?}");
+        assert!(
+            gap >= Duration::from_millis(250),
+            "events were batched: gap {gap:?}"
+        );
     }
 }
 
@@ -120,10 +140,16 @@ async fn headers_are_rewritten_as_specified() {
     assert_eq!(hd["authorization"], "Bearer secret-token-value");
     assert_eq!(hd["mcp-session-id"], "abc");
     assert_eq!(hd["x-custom"], "kept");
-    assert!(hd.get("proxy-authorization").is_none(), "hop-by-hop header forwarded");
+    assert!(
+        hd.get("proxy-authorization").is_none(),
+        "hop-by-hop header forwarded"
+    );
     assert_eq!(v["query"], "x=1&y=%2F", "query must be untouched");
     let logs = h.proxy.lines().join("\n");
-    assert!(!logs.contains("secret-token-value"), "Authorization value logged");
+    assert!(
+        !logs.contains("secret-token-value"),
+        "Authorization value logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,9 +234,14 @@ async fn client_rejects_a_proxy_certificate_from_another_ca() {
     let other_pki = mcp_tunnel_testutil::pki::TestPki::new(other.path(), DOMAIN);
     let tls = mcp_tunnel_client::InnerTls::trusting(&[other_pki.ca_der()]).unwrap();
     let err = h.try_session("mcp", &tls).await.unwrap_err();
-    assert!(matches!(err, mcp_tunnel_client::ClientError::Tls(_)), "{err}");
+    assert!(
+        matches!(err, mcp_tunnel_client::ClientError::Tls(_)),
+        "{err}"
+    );
     h.proxy
-        .wait_for(Duration::from_secs(5), |l| l.contains("tls handshake failed"))
+        .wait_for(Duration::from_secs(5), |l| {
+            l.contains("tls handshake failed")
+        })
         .await;
 }
 
@@ -225,9 +256,15 @@ async fn admin_endpoints_report_health_and_metrics() {
     get(&mut session, "/headers").await;
     let (status, text) = h.admin_get("/metrics").await;
     assert_eq!(status, 200);
-    assert!(text.contains("mcp_proxy_requests_total{route=\"mcp\",status=\"200\"} 2"), "{text}");
+    assert!(
+        text.contains("mcp_proxy_requests_total{route=\"mcp\",status=\"200\"} 2"),
+        "{text}"
+    );
     assert!(text.contains("mcp_proxy_active_sessions 1"), "{text}");
-    assert!(text.contains("mcp_proxy_certificate_not_after_seconds "), "{text}");
+    assert!(
+        text.contains("mcp_proxy_certificate_not_after_seconds "),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +273,11 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
     let h = proxy_to(&server, "shutdown_timeout: 10s\n").await;
     let mut session = h.session("mcp").await;
     let resp = session
-        .send(Request::get("/ticks?n=3&interval_ms=500").body(empty()).unwrap())
+        .send(
+            Request::get("/ticks?n=3&interval_ms=500")
+                .body(empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

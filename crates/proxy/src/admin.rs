@@ -45,7 +45,11 @@ fn answer(req: &Request<Incoming>, metrics: &ProxyMetrics) -> Response<Full<Byte
             "text/plain; version=0.0.4",
             metrics.render(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;

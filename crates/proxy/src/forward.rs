@@ -90,13 +90,13 @@ impl Forwarder {
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .ok_or(ProxyError::MissingHost)?;
         let host = normalize_host(raw).ok_or(ProxyError::MissingHost)?;
-        if let Some(sni) = &session.sni {
-            if *sni != host {
-                return Err(ProxyError::Misdirected {
-                    sni: sni.clone(),
-                    host,
-                });
-            }
+        if let Some(sni) = &session.sni
+            && *sni != host
+        {
+            return Err(ProxyError::Misdirected {
+                sni: sni.clone(),
+                host,
+            });
         }
         match self.config.routes.lookup(&host) {
             Some(route) => Ok((route, host)),
@@ -118,12 +118,13 @@ impl Forwarder {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let uri: Uri = format!("{}{path}", route.upstream)
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| ProxyError::UpstreamRequest {
-                route: route.name.clone(),
-                reason: e.to_string(),
-            })?;
+        let uri: Uri =
+            format!("{}{path}", route.upstream)
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| ProxyError::UpstreamRequest {
+                    route: route.name.clone(),
+                    reason: e.to_string(),
+                })?;
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
@@ -157,9 +158,7 @@ impl Forwarder {
         strip_hop_by_hop(&mut parts.headers);
         parts.version = Version::default();
         let status = parts.status;
-        self.metrics
-            .requests
-            .inc(&[&route.name, status.as_str()]);
+        self.metrics.requests.inc(&[&route.name, status.as_str()]);
         let logged = LoggedBody {
             inner: body,
             log: Some(Completion {
@@ -262,7 +261,9 @@ fn classify(route: &str, e: &hyper_util::client::legacy::Error) -> ProxyError {
         }
         Some(ConnectError::Tls { .. } | ConnectError::NoTrust(_)) => ProxyError::UpstreamTls {
             route,
-            reason: find_connect_error(e).map(|c| c.to_string()).unwrap_or_default(),
+            reason: find_connect_error(e)
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
         },
         Some(other) => ProxyError::UpstreamConnect {
             route,

@@ -195,7 +195,10 @@ async fn bind(addr: &ListenAddr) -> Result<TcpListener, StartError> {
     })
 }
 
-fn inner_tls_config(config: &ProxyConfig, certs: Arc<CertStore>) -> Result<ServerConfig, StartError> {
+fn inner_tls_config(
+    config: &ProxyConfig,
+    certs: Arc<CertStore>,
+) -> Result<ServerConfig, StartError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| StartError::ClientCa(e.to_string()))?;
@@ -203,7 +206,9 @@ fn inner_tls_config(config: &ProxyConfig, certs: Arc<CertStore>) -> Result<Serve
         None => builder.with_no_client_auth(),
         Some(auth) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in load_certs(&auth.ca_file).map_err(|e| StartError::ClientCa(e.to_string()))? {
+            for cert in
+                load_certs(&auth.ca_file).map_err(|e| StartError::ClientCa(e.to_string()))?
+            {
                 roots
                     .add(cert)
                     .map_err(|e| StartError::ClientCa(e.to_string()))?;
@@ -226,7 +231,9 @@ fn inner_tls_config(config: &ProxyConfig, certs: Arc<CertStore>) -> Result<Serve
     Ok(tls)
 }
 
-fn upstream_tls_config(config: &ProxyConfig) -> Result<Option<Arc<rustls::ClientConfig>>, StartError> {
+fn upstream_tls_config(
+    config: &ProxyConfig,
+) -> Result<Option<Arc<rustls::ClientConfig>>, StartError> {
     let t = &config.upstream.tls;
     if t.ca_file.is_none() && !t.include_system_cas {
         return Ok(None);
@@ -234,16 +241,17 @@ fn upstream_tls_config(config: &ProxyConfig) -> Result<Option<Arc<rustls::Client
     let mut roots = rustls::RootCertStore::empty();
     if let Some(path) = &t.ca_file {
         for cert in load_certs(path).map_err(StartError::UpstreamCa)? {
-            roots
-                .add(cert)
-                .map_err(|e| StartError::UpstreamCa(LoadError::BadCertificate {
+            roots.add(cert).map_err(|e| {
+                StartError::UpstreamCa(LoadError::BadCertificate {
                     path: path.clone(),
                     reason: e.to_string(),
-                }))?;
+                })
+            })?;
         }
     }
     if t.include_system_cas {
-        let (added, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        let (added, _) =
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
         if added == 0 {
             return Err(StartError::NoSystemCas);
         }
@@ -278,7 +286,13 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
-        tracker.spawn(serve_outer(proxy.clone(), tcp, peer, shutdown.clone(), tracker.clone()));
+        tracker.spawn(serve_outer(
+            proxy.clone(),
+            tcp,
+            peer,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
     }
 }
 
@@ -303,10 +317,14 @@ async fn serve_outer(
             let proxy = proxy.clone();
             let shutdown = shutdown.clone();
             let tracker = tracker.clone();
-            async move { Ok::<_, std::convert::Infallible>(upgrade(proxy, req, peer, shutdown, tracker)) }
+            async move {
+                Ok::<_, std::convert::Infallible>(upgrade(proxy, req, peer, shutdown, tracker))
+            }
         })
     };
-    let conn = http.serve_connection(TokioIo::new(tcp), svc).with_upgrades();
+    let conn = http
+        .serve_connection(TokioIo::new(tcp), svc)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
@@ -359,7 +377,12 @@ fn upgrade(
             .insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
         return resp;
     }
-    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
         let mut resp = plain(StatusCode::BAD_REQUEST, "Unsupported WebSocket version\n");
         resp.headers_mut().insert(
             header::SEC_WEBSOCKET_VERSION,
@@ -381,7 +404,10 @@ fn upgrade(
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(&mcp_tunnel_net::ws::accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
@@ -395,7 +421,8 @@ where
 {
     let ws = mcp_tunnel_net::ws::server_stream(io).await;
     let acceptor = TlsAcceptor::from(proxy.tls.clone());
-    let handshake = tokio::time::timeout(proxy.config.limits.handshake_timeout, acceptor.accept(ws));
+    let handshake =
+        tokio::time::timeout(proxy.config.limits.handshake_timeout, acceptor.accept(ws));
     let tls = match handshake.await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

@@ -69,7 +69,9 @@ impl UpstreamConnector {
         if !https {
             return Ok(UpstreamIo(TokioIo::new(Stream::Plain(tcp))));
         }
-        let tls = self.tls.ok_or_else(|| ConnectError::NoTrust(host.clone()))?;
+        let tls = self
+            .tls
+            .ok_or_else(|| ConnectError::NoTrust(host.clone()))?;
         let name = ServerName::try_from(host.clone()).map_err(|e| ConnectError::Tls {
             host: host.clone(),
             source: io::Error::new(io::ErrorKind::InvalidInput, e),

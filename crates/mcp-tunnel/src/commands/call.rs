@@ -40,9 +40,9 @@ pub struct CallArgs {
 
 /// `https://host[:port]/path` split into host and path.
 fn split_url(url: &str) -> anyhow::Result<(String, String)> {
-    let rest = url
-        .strip_prefix("https://")
-        .with_context(|| format!("{url:?}: the URL must start with https:// (inner TLS is always on)"))?;
+    let rest = url.strip_prefix("https://").with_context(|| {
+        format!("{url:?}: the URL must start with https:// (inner TLS is always on)")
+    })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/mcp"),
@@ -87,7 +87,12 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "  {:<20} {}",
                     t["name"].as_str().unwrap_or("?"),
-                    t["description"].as_str().unwrap_or("").lines().next().unwrap_or("")
+                    t["description"]
+                        .as_str()
+                        .unwrap_or("")
+                        .lines()
+                        .next()
+                        .unwrap_or("")
                 );
             }
         }
@@ -109,7 +114,11 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if is_error { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if is_error {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]
@@ -122,7 +131,10 @@ mod tests {
             split_url("https://MCP.ab.example/mcp?x=1").unwrap(),
             ("mcp.ab.example".into(), "/mcp?x=1".into())
         );
-        assert_eq!(split_url("https://a.b:443").unwrap(), ("a.b".into(), "/mcp".into()));
+        assert_eq!(
+            split_url("https://a.b:443").unwrap(),
+            ("a.b".into(), "/mcp".into())
+        );
         assert!(split_url("http://a.b/mcp").is_err());
         assert!(split_url("https://u@a.b/").is_err());
         assert!(split_url("https:///x").is_err());

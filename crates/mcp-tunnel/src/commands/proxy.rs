@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use mcp_tunnel_proxy::config::{DEFAULT_CONFIG_PATHS, LogFormat, ProxyConfig};
 use mcp_tunnel_proxy::Proxy;
+use mcp_tunnel_proxy::config::{DEFAULT_CONFIG_PATHS, LogFormat, ProxyConfig};
 
 use crate::logging;
 

@@ -51,7 +51,9 @@ impl ProxyHarness {
         cmd.arg("proxy").arg("-config").arg(&config);
         let proxy = LoggedChild::spawn(cmd);
         let line = proxy
-            .wait_for(Duration::from_secs(20), |l| l.contains("\"proxy listening\""))
+            .wait_for(Duration::from_secs(20), |l| {
+                l.contains("\"proxy listening\"")
+            })
             .await;
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let addr = v["listen_addr"].as_str().unwrap().parse().unwrap();
@@ -129,9 +131,10 @@ pub async fn get(session: &mut Session, path: &str) -> (u16, http::HeaderMap, By
 /// A plain HTTP/1.1 GET on loopback (admin endpoints).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let resp = sender
         .send_request(
