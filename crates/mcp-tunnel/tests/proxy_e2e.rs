@@ -52,6 +52,12 @@ async fn mcp_initialize_list_and_call_over_h2_and_http1() {
         assert_eq!(result["content"][0]["text"], "42", "{protocol}: {result}");
     }
     assert_eq!(h.proxy.logs_with_message("route configured").len(), 2);
+    // Log lines are read from the child's stdout asynchronously: wait for the last one.
+    h.proxy
+        .wait_for(Duration::from_secs(5), |l| {
+            l.contains("\"request completed\"") && l.contains("\"status\":200")
+        })
+        .await;
     let started = h.proxy.logs_with_message("request started");
     assert!(started.iter().all(|l| l["route"] == "mcp"));
     let completed = h.proxy.logs_with_message("request completed");
@@ -173,8 +179,12 @@ async fn full_hostname_routes_and_unknown_hosts() {
     let (status, _, body) = get(&mut session, "/").await;
     assert_eq!(status, 502);
     assert_eq!(&body[..], b"No route configured for host");
-    let logged = h.proxy.logs_with_message("no route for host");
-    assert_eq!(logged[0]["host"], format!("nothere.{DOMAIN}"));
+    h.proxy
+        .wait_for(Duration::from_secs(5), |l| {
+            l.contains("\"message\":\"no route for host\"")
+                && l.contains(&format!("\"host\":\"nothere.{DOMAIN}\""))
+        })
+        .await;
 
     // Host differing from SNI: 421.
     let mut session = h.session("mcp").await;
