@@ -19,6 +19,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::registry::{ConnectionMeta, LiveConnection};
 use crate::server::Shared;
+use crate::severable::Severable;
 use crate::store::{ConnectionRecord, TokenCheck};
 
 /// Why a connector connection ended before registration. Each maps to one metric label.
@@ -282,7 +283,9 @@ async fn serve(tls: Tls, meta: ConnectionMeta, shared: Arc<Shared>) {
         .initial_stream_window_size(shared.config.stream_window)
         .initial_connection_window_size(shared.config.connection_window)
         .max_concurrent_reset_streams(1024);
-    let (sender, conn) = match builder.handshake(TokioIo::new(tls)).await {
+    let sever = shared.shutdown.child_token();
+    let io = Severable::new(tls, sever.clone());
+    let (sender, conn) = match builder.handshake(TokioIo::new(io)).await {
         Ok(x) => x,
         Err(e) => {
             shared.metrics.handshakes.inc(&["h2_error"]);
@@ -290,7 +293,7 @@ async fn serve(tls: Tls, meta: ConnectionMeta, shared: Arc<Shared>) {
             return;
         }
     };
-    let live = Arc::new(LiveConnection::new(meta, sender));
+    let live = Arc::new(LiveConnection::new(meta, sender, sever));
     let record = live.record.clone();
     shared.registry.insert(live.clone());
     shared.metrics.handshakes.inc(&["accepted"]);

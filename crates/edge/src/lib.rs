@@ -11,6 +11,7 @@ pub mod refusal;
 pub mod registry;
 mod relay;
 mod server;
+mod severable;
 pub mod store;
 
 pub use server::{Edge, EdgeConfig, EdgeListeners, EdgeTls};

@@ -43,7 +43,11 @@ pub struct LiveConnection {
 }
 
 impl LiveConnection {
-    pub(crate) fn new(meta: ConnectionMeta, sender: SendRequest<TunnelBody>) -> Self {
+    pub(crate) fn new(
+        meta: ConnectionMeta,
+        sender: SendRequest<TunnelBody>,
+        sever: CancellationToken,
+    ) -> Self {
         Self {
             id: meta.id,
             record: meta.record,
@@ -53,7 +57,7 @@ impl LiveConnection {
             sender,
             active_streams: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
-            sever: CancellationToken::new(),
+            sever,
         }
     }
 
