@@ -284,6 +284,18 @@ pub(crate) fn redact_userinfo(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn normalisation_is_idempotent(raw in "[A-Za-z0-9.:\\[\\]_-]{0,40}") {
+            if let Some(host) = normalize_host(&raw) {
+                prop_assert_eq!(normalize_host(&host), Some(host.clone()));
+                prop_assert!(!host.ends_with('.'));
+                prop_assert!(!host.bytes().any(|b| b.is_ascii_uppercase()));
+            }
+        }
+    }
 
     fn up(s: &str) -> Upstream {
         parse_upstream(s).unwrap_or_else(|e| panic!("{s}: {e}"))
