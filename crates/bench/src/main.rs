@@ -1,0 +1,333 @@
+//! `mcp-tunnel-bench proxy`: a small MCP `tools/call` and a bulk download, each measured
+//! straight to the upstream (the baseline) and through the real `mcp-tunnel proxy`
+//! process (WebSocket + inner TLS), in the same run, with the ratio between them.
+//!
+//! The upstream is a minimal MCP responder written here on hyper, so the figures show the
+//! proxy's cost rather than a Python server's. Build in release mode:
+//! `cargo run --release -p mcp-tunnel-bench -- proxy`.
+
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use mcp_tunnel_client::{ClientBody, InnerTls, Session, Target};
+use mcp_tunnel_testutil::logs::LoggedChild;
+use mcp_tunnel_testutil::pki::TestPki;
+use tokio::net::TcpStream;
+
+const DOMAIN: &str = "bench000.tunnel.test";
+const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":40,"b":2}}}"#;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// What to measure (only `proxy` for now).
+    #[arg(default_value = "proxy")]
+    what: String,
+    /// Seconds per latency/throughput phase.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Size of the bulk response, in MiB.
+    #[arg(long, default_value_t = 100)]
+    bulk_mib: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.what != "proxy" {
+        bail!("unknown benchmark {:?} (available: proxy)", args.what);
+    }
+    // The upstream gets its own thread and runtime so the load generator does not
+    // starve it; the proxy is its own process.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let addr = upstream::start().await;
+            tx.send(addr).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let upstream = rx.recv()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args, upstream))
+}
+
+fn proxy_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("mcp-tunnel");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p mcp-tunnel)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = TestPki::new(dir.path(), DOMAIN);
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen_addr: \"127.0.0.1:0\"\nadmin_addr: off\nlog_level: warn\ntunnel_domain: {DOMAIN}\ntls:\n  cert_file: {}\n  key_file: {}\nroutes:\n  mcp: http://{upstream}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\"]\nlimits:\n  max_concurrent_streams: 1000\n",
+            pki.cert_file.display(),
+            pki.key_file.display()
+        ),
+    )?;
+    let mut cmd = tokio::process::Command::new(proxy_binary()?);
+    cmd.arg("proxy").arg("-config").arg(&config);
+    let proxy = LoggedChild::spawn(cmd);
+    let proxy_addr = wait_listening(&proxy).await?;
+    let tls = InnerTls::trusting(&[pki.ca_der()])?;
+    let secs = Duration::from_secs(args.seconds);
+
+    println!("# mcp-tunnel proxy benchmark");
+    println!();
+    println!("machine: {} cores, {}", num_cpus(), cpu_model());
+    println!(
+        "upstream: minimal MCP responder (hyper, HTTP/1.1) on 127.0.0.1; proxy: release `mcp-tunnel proxy` process"
+    );
+    println!();
+    println!("| case | path | req/s | p50 µs | p99 µs | vs direct |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (conc, label) in [
+        (1usize, "tools/call, concurrency 1"),
+        (32, "tools/call, concurrency 32"),
+    ] {
+        let direct = load(conc, secs, || direct_conn(upstream)).await?;
+        let via_h1 = load(conc, secs, || proxy_conn(proxy_addr, tls.http1_only())).await?;
+        let via_h2 = load(conc, secs, || proxy_conn(proxy_addr, tls.clone())).await?;
+        row(label, "direct", &direct, None);
+        row(label, "proxy, inner HTTP/1.1", &via_h1, Some(&direct));
+        row(label, "proxy, inner h2", &via_h2, Some(&direct));
+    }
+    println!();
+    println!("| bulk {} MiB | MB/s | vs direct |", args.bulk_mib);
+    println!("|---|---:|---:|");
+    let size = args.bulk_mib * 1024 * 1024;
+    let direct = bulk(direct_conn(upstream).await?, size).await?;
+    let via = bulk(proxy_conn(proxy_addr, tls.http1_only()).await?, size).await?;
+    println!("| direct | {direct:.0} | 1.00 |");
+    println!(
+        "| proxy (WebSocket + inner TLS) | {via:.0} | {:.2} |",
+        via / direct
+    );
+    drop(proxy);
+    Ok(())
+}
+
+async fn wait_listening(proxy: &LoggedChild) -> anyhow::Result<SocketAddr> {
+    // The proxy logs its address at info; the bench config asks for warn to keep logging
+    // off the hot path, so read it from /proc instead.
+    let pid = proxy.child.id().context("proxy pid")?;
+    for _ in 0..200 {
+        if let Some(addr) = listening_port(pid) {
+            return Ok(addr);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("proxy did not start:\n{}", proxy.lines().join("\n"))
+}
+
+/// The first TCP listener owned by `pid`, from /proc.
+fn listening_port(pid: u32) -> Option<SocketAddr> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let s = l.to_string_lossy().into_owned();
+            s.strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    for line in tcp.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+            let port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            return Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    }
+    None
+}
+
+/// Something that sends requests: a plain HTTP/1.1 connection or a tunnel session.
+enum Conn {
+    Direct(hyper::client::conn::http1::SendRequest<ClientBody>),
+    Tunnel(Session),
+}
+
+impl Conn {
+    async fn send(
+        &mut self,
+        req: Request<ClientBody>,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        Ok(match self {
+            Conn::Direct(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Conn::Tunnel(s) => s.send(req).await?,
+        })
+    }
+}
+
+async fn direct_conn(addr: SocketAddr) -> anyhow::Result<Conn> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    Ok(Conn::Direct(sender))
+}
+
+async fn proxy_conn(addr: SocketAddr, tls: InnerTls) -> anyhow::Result<Conn> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let target = Target::new(addr.to_string(), format!("mcp.{DOMAIN}"));
+    Ok(Conn::Tunnel(Session::open(tcp, &target, &tls).await?))
+}
+
+fn call_request() -> Request<ClientBody> {
+    Request::post("/mcp")
+        .header("host", format!("mcp.{DOMAIN}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            Full::new(Bytes::from_static(CALL.as_bytes()))
+                .map_err(|n| match n {})
+                .boxed_unsync(),
+        )
+        .unwrap()
+}
+
+struct Stats {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// `conc` connections, each sending tools/call back to back for `secs` (after a warm-up).
+async fn load<F, Fut>(conc: usize, secs: Duration, connect: F) -> anyhow::Result<Stats>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Conn>>,
+{
+    let mut conns = Vec::new();
+    for _ in 0..conc {
+        let mut c = connect().await?;
+        for _ in 0..50 {
+            one(&mut c).await?; // warm-up: TLS, pools, allocator
+        }
+        conns.push(c);
+    }
+    let start = Instant::now();
+    let deadline = start + secs;
+    let mut tasks = Vec::new();
+    for mut c in conns {
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                one(&mut c).await?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Ok(Stats {
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+    })
+}
+
+async fn one(c: &mut Conn) -> anyhow::Result<()> {
+    let resp = c.send(call_request()).await?;
+    if resp.status() != 200 {
+        bail!("status {}", resp.status());
+    }
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !body.windows(4).any(|w| w == b"\"42\"") {
+        bail!("unexpected answer {}", String::from_utf8_lossy(&body));
+    }
+    Ok(())
+}
+
+async fn bulk(mut c: Conn, size: u64) -> anyhow::Result<f64> {
+    let req = Request::get(format!("/bytes?size={size}"))
+        .header("host", format!("mcp.{DOMAIN}"))
+        .body(
+            Full::new(Bytes::new())
+                .map_err(|n| match n {})
+                .boxed_unsync(),
+        )?;
+    let start = Instant::now();
+    let resp = c.send(req).await?;
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame?.into_data() {
+            n += d.len() as u64;
+        }
+    }
+    if n != size {
+        bail!("bulk: got {n} of {size} bytes");
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64() / 1e6)
+}
+
+fn row(case: &str, path: &str, s: &Stats, base: Option<&Stats>) {
+    let ratio = base.map_or(1.0, |b| s.rps / b.rps);
+    println!(
+        "| {case} | {path} | {:.0} | {} | {} | {ratio:.2} |",
+        s.rps,
+        s.p50.as_micros(),
+        s.p99.as_micros()
+    );
+    if let Some(b) = base {
+        println!(
+            "| {case} | ↳ added p50 | | +{} | +{} | |",
+            s.p50.as_micros() as i128 - b.p50.as_micros() as i128,
+            s.p99.as_micros() as i128 - b.p99.as_micros() as i128
+        );
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
