@@ -91,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
     args = parser.parse_args()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -101,7 +103,10 @@ def main() -> None:
     print(f"PORT {sock.getsockname()[1]}", flush=True)
 
     app = server.streamable_http_app(host=args.host)
-    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=75)
+    tls = {}
+    if args.tls_cert:
+        tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=75, **tls)
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
 
 

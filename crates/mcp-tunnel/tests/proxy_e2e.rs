@@ -300,3 +300,74 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("shutdown complete"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_verified_against_upstream_ca_file() {
+    // The upstream MCP server speaks TLS with a certificate for `localhost` from its own CA.
+    let up = tempfile::tempdir().unwrap();
+    let up_pki = mcp_tunnel_testutil::pki::TestPki::new(up.path(), "unused.test");
+    let cert = mcp_tunnel_pki::generate::issue_server_cert(
+        &up_pki.ca.cert_pem,
+        up_pki.ca.key_pem.expose(),
+        &["localhost".to_owned()],
+        Duration::from_secs(86_400),
+        mcp_tunnel_pki::generate::KeyKind::EcdsaP256,
+    )
+    .unwrap();
+    let (cert_file, key_file) = (up.path().join("up.crt"), up.path().join("up.key"));
+    std::fs::write(&cert_file, &cert.cert_pem).unwrap();
+    std::fs::write(&key_file, cert.key_pem.expose()).unwrap();
+    let server = McpServer::start_tls(&cert_file, &key_file).await;
+    let port = server.port;
+
+    let h = ProxyHarness::start(&format!(
+        "routes:\n  mcp: https://localhost:{port}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\", \"::1/128\"]\n  tls:\n    ca_file: {}\n",
+        up_pki.ca_file.display()
+    ))
+    .await;
+    let mut mcp = h.mcp("mcp").await;
+    mcp.initialize().await.unwrap();
+    let r = mcp
+        .call_tool("echo", json!({"text": "over https"}))
+        .await
+        .unwrap();
+    assert_eq!(r["content"][0]["text"], "over https");
+
+    // Trusting a different CA: the upstream's certificate is refused, 502.
+    let other = tempfile::tempdir().unwrap();
+    let other_pki = mcp_tunnel_testutil::pki::TestPki::new(other.path(), "x.test");
+    let h = ProxyHarness::start(&format!(
+        "routes:\n  mcp: https://localhost:{port}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\", \"::1/128\"]\n  tls:\n    ca_file: {}\n",
+        other_pki.ca_file.display()
+    ))
+    .await;
+    let mut session = h.session("mcp").await;
+    let (status, _, body) = get(&mut session, "/headers").await;
+    assert_eq!(status, 502);
+    assert_eq!(&body[..], b"Upstream TLS failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_outlives_every_proxy_timeout() {
+    let server = McpServer::start().await;
+    // The proxy's only timeouts are for handshakes and request headers; set them far
+    // below the stream's silence.
+    let h = proxy_to(&server, "limits:\n  handshake_timeout: 500ms\n").await;
+    let mut session = h.session("mcp").await;
+    let resp = session
+        .send(
+            Request::get("/ticks?n=2&interval_ms=2500")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        SseParser::default().push(&body).len(),
+        2,
+        "the idle stream was cut"
+    );
+    // And the session is still usable afterwards.
+    assert_eq!(get(&mut session, "/headers").await.0, 200);
+}

@@ -1,7 +1,7 @@
 //! Networking pieces shared by every role: the WebSocket byte-stream adapter that carries
 //! inner TLS, Go-style durations and listen addresses.
 
-pub mod metrics;
-pub mod ws;
 pub mod duration;
 pub mod listen;
+pub mod metrics;
+pub mod ws;
