@@ -13,6 +13,9 @@ mod relay;
 mod server;
 mod severable;
 pub mod store;
+pub mod store_file;
+mod tls_files;
 
 pub use server::{Edge, EdgeConfig, EdgeListeners, EdgeTls};
 pub use store::{EdgeStore, MemoryStore, StoreEvent, TokenCheck, TunnelRecord};
+pub use tls_files::{TlsFileError, server_config_from_files};

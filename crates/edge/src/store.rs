@@ -221,7 +221,11 @@ impl MemoryStore {
     }
 
     pub fn add_client_key(&self, key: &Secret, identity: ClientIdentity) {
-        let hash = crypto::sha256(key.expose().as_bytes());
+        self.add_client_key_hash(crypto::sha256(key.expose().as_bytes()), identity);
+    }
+
+    /// Adds a client key known only by its SHA-256.
+    pub fn add_client_key_hash(&self, hash: [u8; 32], identity: ClientIdentity) {
         self.with(|s| s.client_keys.insert(hash, identity));
     }
 
