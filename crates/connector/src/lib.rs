@@ -126,7 +126,21 @@ pub async fn start(config: ConnectorConfig) -> Result<ConnectorHandle, StartErro
     })
 }
 
+/// Starts a drain from elsewhere (a signal handler) while the handle is being awaited.
+#[derive(Debug, Clone)]
+pub struct Drainer(CancellationToken);
+
+impl Drainer {
+    pub fn drain(&self) {
+        self.0.cancel();
+    }
+}
+
 impl ConnectorHandle {
+    pub fn drainer(&self) -> Drainer {
+        Drainer(self.drain.clone())
+    }
+
     /// Starts a graceful drain: GOAWAY on every connection, in-flight streams get the
     /// grace period, no reconnects.
     pub fn drain(&self) {
