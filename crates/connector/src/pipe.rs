@@ -14,8 +14,20 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Response body of a tunnel stream.
 pub type TunnelBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
-/// Read size from the origin; also bounds the memory of an idle session.
-const READ_CHUNK: usize = 8 * 1024;
+/// Read sizes adapt between these bounds: a read that fills the buffer doubles the next
+/// one (bulk transfer), a short one shrinks it, so an idle session holds a small buffer.
+const MIN_CHUNK: usize = 1024;
+const MAX_CHUNK: usize = 64 * 1024;
+
+fn next_chunk(current: usize, read: usize) -> usize {
+    if read >= current {
+        (current * 2).min(MAX_CHUNK)
+    } else if read < current / 4 {
+        (current / 2).max(MIN_CHUNK)
+    } else {
+        current
+    }
+}
 
 /// A body fed from a channel; the sender going away ends the body (half-close).
 #[derive(Debug)]
@@ -60,11 +72,13 @@ where
         Ok::<(), ()>(())
     };
     let outbound = async {
+        let mut chunk = MIN_CHUNK;
         loop {
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let mut buf = BytesMut::with_capacity(chunk);
             match rd.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    chunk = next_chunk(chunk, n);
                     bytes_out += n as u64;
                     if to_tunnel.send(buf.freeze()).await.is_err() {
                         break;

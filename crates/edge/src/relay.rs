@@ -23,8 +23,20 @@ use crate::store::TunnelRecord;
 /// Connections tried for one session before giving up: enough to step over a connection
 /// that is draining or just died, few enough to answer quickly.
 const ATTEMPTS: usize = 3;
-/// Read size when piping from the client; also bounds the memory of an idle session.
-const READ_CHUNK: usize = 8 * 1024;
+/// Read sizes adapt between these bounds: a read that fills the buffer doubles the next
+/// one (bulk transfer), a short one shrinks it, so an idle session holds a small buffer.
+const MIN_CHUNK: usize = 1024;
+const MAX_CHUNK: usize = 64 * 1024;
+
+fn next_chunk(current: usize, read: usize) -> usize {
+    if read >= current {
+        (current * 2).min(MAX_CHUNK)
+    } else if read < current / 4 {
+        (current / 2).max(MIN_CHUNK)
+    } else {
+        current
+    }
+}
 
 /// A request body fed from a channel; the channel closing ends the body (half-close).
 struct ChannelBody(mpsc::Receiver<Bytes>);
@@ -188,11 +200,13 @@ async fn pipe<IO>(
 {
     let (mut rd, mut wr) = tokio::io::split(io);
     let up = async {
+        let mut chunk = MIN_CHUNK;
         loop {
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let mut buf = BytesMut::with_capacity(chunk);
             match rd.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    chunk = next_chunk(chunk, n);
                     metrics.bytes.add(&["client_to_connector"], n as u64);
                     if tx.send(buf.freeze()).await.is_err() {
                         break;
