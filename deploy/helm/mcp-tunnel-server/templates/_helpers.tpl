@@ -48,19 +48,3 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{- define "mts.validate" -}}
-{{- $v := .Values }}
-{{- if not $v.server.baseDomain }}{{ fail "server.baseDomain is required (tunnel domains are <id>.<baseDomain>)" }}{{ end }}
-{{- if not $v.server.edgeAddress }}{{ fail "server.edgeAddress is required (host:port connectors dial; written into tokens)" }}{{ end }}
-{{- if not $v.tls.edgeSecretName }}{{ fail "tls.edgeSecretName is required (Secret with tls.crt and tls.key for the edge listeners)" }}{{ end }}
-{{- if not $v.masterKey.secretName }}{{ fail "masterKey.secretName is required (Secret with key master-key)" }}{{ end }}
-{{- if $v.postgresql.enabled }}
-{{- if $v.database.existingSecret }}{{ fail "database.existingSecret and postgresql.enabled are mutually exclusive" }}{{ end }}
-{{- if not $v.postgresql.auth.existingSecret }}{{ fail "postgresql.enabled needs postgresql.auth.existingSecret (Secret with key password)" }}{{ end }}
-{{- else if not $v.database.existingSecret }}
-{{- fail "set database.existingSecret (Secret with the PostgreSQL URL) or postgresql.enabled" }}
-{{- end }}
-{{- if and $v.ingress.enabled (not (and $v.ingress.host $v.ingress.tlsSecretName)) }}
-{{- fail "ingress.enabled needs ingress.host and ingress.tlsSecretName (the API is served over https only)" }}
-{{- end }}
-{{- end }}

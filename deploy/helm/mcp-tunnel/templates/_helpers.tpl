@@ -97,40 +97,6 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* The rules the ConfigMap and the schema cannot express alone; fail with the field path. */}}
-{{- define "mcp-tunnel.validate" -}}
-{{- $cfg := .Values.gateway.config }}
-{{- range $field := list "listen_addr" "admin_addr" }}
-{{- if hasKey $cfg $field }}
-{{- fail (printf "gateway.config.%s is set by the chart; remove it" $field) }}
-{{- end }}
-{{- end }}
-{{- if and (hasKey $cfg "tls") (or (hasKey $cfg.tls "cert_file") (hasKey $cfg.tls "key_file")) }}
-{{- fail "gateway.config.tls.cert_file and key_file are set by the chart (from the server certificate Secret); remove them" }}
-{{- end }}
-{{- if .Values.setup.enabled }}
-{{- if not .Values.api.url }}
-{{- fail "api.url is required when setup.enabled is true (the Tunnels API the setup Job calls)" }}
-{{- end }}
-{{- $wif := and .Values.api.wif.federationRuleId .Values.api.wif.organizationId }}
-{{- if and (not $wif) (not .Values.api.apiKeySecret.name) }}
-{{- fail "setup.enabled needs credentials: api.wif.federationRuleId and api.wif.organizationId, or api.apiKeySecret.name" }}
-{{- end }}
-{{- if and $wif .Values.api.apiKeySecret.name }}
-{{- fail "api.wif.* and api.apiKeySecret.name are mutually exclusive: choose one way to authenticate the setup Job" }}
-{{- end }}
-{{- else }}
-{{- if not (and .Values.external.tunnelTokenSecretName .Values.external.serverCertSecretName) }}
-{{- fail "setup.enabled is false: set external.tunnelTokenSecretName (key tunnel-token) and external.serverCertSecretName (keys tls.crt, tls.key)" }}
-{{- end }}
-{{- if not $cfg.tunnel_domain }}
-{{- fail "setup.enabled is false: set gateway.config.tunnel_domain to the tunnel's domain" }}
-{{- end }}
-{{- end }}
-{{- if and .Values.networkPolicy.enabled .Values.networkPolicy.egress.enabled (not .Values.networkPolicy.egress.edge.cidrs) }}
-{{- fail "networkPolicy.egress.enabled needs networkPolicy.egress.edge.cidrs (where the connector reaches the edge)" }}
-{{- end }}
-{{- end }}
 
 {{/* The WIF audience: api.wif.audience, else the API URL's host without scheme. */}}
 {{- define "mcp-tunnel.wifAudience" -}}
