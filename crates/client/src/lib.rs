@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite;
 
+pub mod edge;
 pub mod mcp;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,12 +31,22 @@ pub enum ClientError {
     Refused { status: u16, body: String },
     #[error("invalid server name {0:?}")]
     ServerName(String),
-    #[error("inner TLS handshake failed: {0}")]
+    #[error("inner TLS handshake failed: {}", tls_reason(.0))]
     Tls(std::io::Error),
     #[error("HTTP over the tunnel failed: {0}")]
     Http(#[from] hyper::Error),
     #[error("bad TLS configuration: {0}")]
     Config(String),
+    #[error("cannot reach the tunnel: {0}")]
+    Connect(String),
+}
+
+/// The certificate rule that failed, when that is why the handshake failed.
+fn tls_reason(e: &std::io::Error) -> String {
+    match mcp_tunnel_pki::verifier::rule_error(e) {
+        Some(rule) => format!("proxy certificate refused: {rule}"),
+        None => e.to_string(),
+    }
 }
 
 /// Trust for inner TLS: the tunnel's registered CA certificates and nothing else.
@@ -45,19 +56,28 @@ pub struct InnerTls {
 }
 
 impl InnerTls {
-    /// Trusts exactly `cas` (DER) as issuers of the proxy's certificate.
+    /// Trusts exactly `cas` (DER, the tunnel's registered CA certificates) as issuers
+    /// of the proxy's certificate, and enforces the server-certificate rules of SPEC §8:
+    /// signed directly by one of them (no intermediates), AKI matching its SKI, a SAN
+    /// covering the route host, serverAuth if EKU is present, validity, key strength.
     pub fn trusting(cas: &[CertificateDer<'static>]) -> Result<Self, ClientError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in cas {
-            roots
-                .add(ca.clone())
-                .map_err(|e| ClientError::Config(e.to_string()))?;
-        }
-        let config = ClientConfig::builder_with_provider(mcp_tunnel_pki::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Config(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        Self::with_identity(cas, None)
+    }
+
+    /// Like [`InnerTls::trusting`], presenting a client certificate to proxies that
+    /// require one (`client_auth`).
+    pub fn with_identity(
+        cas: &[CertificateDer<'static>],
+        identity: Option<mcp_tunnel_pki::verifier::ClientIdentity>,
+    ) -> Result<Self, ClientError> {
+        let verifier = mcp_tunnel_pki::verifier::TunnelServerVerifier::new(cas.to_vec())
+            .map_err(|e| ClientError::Config(format!("tunnel CA certificate refused: {e}")))?;
+        let config = mcp_tunnel_pki::verifier::client_config(
+            std::sync::Arc::new(verifier),
+            identity,
+            Vec::new(),
+        )
+        .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Self::from_config(config))
     }
 
