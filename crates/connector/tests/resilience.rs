@@ -225,7 +225,7 @@ async fn slow_and_bogus_pre_auth_clients_cannot_exhaust_the_edge() {
             "silent connection kept open"
         );
     }
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(t0.elapsed() < Duration::from_secs(5));
     let r = tokio::time::timeout(Duration::from_secs(3), slow_client.read(&mut buf)).await;
     assert!(r.is_ok(), "slow client header not cut off");
 
