@@ -16,6 +16,19 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const ROUTE_HOST: &str = "mcp.abcd1234.tun.test";
 
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+
+/// The origin must see the route host, and never the client's access key.
+#[allow(clippy::result_large_err)] // tungstenite's callback signature
+fn check_host(req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
+    assert_eq!(req.headers()["host"], ROUTE_HOST);
+    assert!(
+        req.headers().get("authorization").is_none(),
+        "client key leaked to the origin"
+    );
+    Ok(resp)
+}
+
 /// A WebSocket origin that terminates TLS inside the WebSocket and echoes the plaintext
 /// with a prefix; it records whether it saw the Host the client sent.
 async fn start_tls_ws_origin(pki: &Pki) -> std::net::SocketAddr {
@@ -26,15 +39,6 @@ async fn start_tls_ws_origin(pki: &Pki) -> std::net::SocketAddr {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let check_host =
-                    |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
-                        assert_eq!(req.headers()["host"], ROUTE_HOST);
-                        assert!(
-                            req.headers().get("authorization").is_none(),
-                            "client key leaked to the origin"
-                        );
-                        Ok(resp)
-                    };
                 let ws = tokio_tungstenite::accept_hdr_async(tcp, check_host)
                     .await
                     .unwrap();
