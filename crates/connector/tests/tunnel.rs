@@ -256,3 +256,21 @@ async fn archive_severs_everything_at_once_and_connector_exits() {
     assert_eq!(outcome, Outcome::Archived);
     assert_eq!(world.live(), 0);
 }
+
+#[tokio::test]
+async fn connections_per_tunnel_are_capped() {
+    let config = mcp_tunnel_edge::EdgeConfig {
+        max_connections_per_tunnel: 2,
+        ..fast_edge_config()
+    };
+    let world = World::with(config, false).await;
+    let c = world.connector(3).await;
+    world.wait_live(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.live(), 2);
+    assert!(c.metrics().connect_failures.get(&["too_many_connections"]) >= 1);
+    // A freed slot is taken again, and the cap still holds.
+    world.edge().registry().connections(&world.tunnel.id)[0].sever();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.live(), 2);
+}

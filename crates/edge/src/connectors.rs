@@ -231,7 +231,14 @@ async fn handshake(
         send_reject(&mut tls, hs, code, message).await;
         return Err(PreAuthError::Rejected(code));
     }
-    let tunnel_conns = shared.registry.connections(&hello.tunnel_id).len();
+    // A reconnect of the same connector link replaces its old connection, so it does
+    // not count against the cap.
+    let tunnel_conns = shared
+        .registry
+        .connections(&hello.tunnel_id)
+        .iter()
+        .filter(|c| c.instance_id != hello.instance_id || c.record.conn_index != hello.conn_index)
+        .count();
     if tunnel_conns >= shared.config.max_connections_per_tunnel {
         let code = RejectCode::TooManyConnections;
         send_reject(&mut tls, hs, code, "too many connections for this tunnel").await;
