@@ -1,0 +1,111 @@
+"""The artifacts against the real binary: every command line they run is one
+`mcp-tunnel` understands, and every proxy configuration they produce is one the proxy
+loads, serves health on, and shuts down from cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import yaml
+
+import proxyrun
+from k8s import CUSTOMER_CHART, SERVER_CHART, config_of, containers, pod_specs, render
+from test_compose import CUSTOMER, CUSTOMER_ENV, OPERATOR, OPERATOR_ENV, go_seconds, resolved
+from values_sets import CUSTOMER_SETS, SERVER_SETS
+
+
+def artifact_commands() -> dict[tuple[str, ...], set[str]]:
+    """Subcommand path -> every --flag some artifact passes to it."""
+    argvs: list[list[str]] = []
+    for values in CUSTOMER_SETS.values():
+        argvs += [c["args"] for _, s in pod_specs(render(CUSTOMER_CHART, values)) for c in containers(s)]
+    for values in SERVER_SETS.values():
+        objs = render(SERVER_CHART, values, release="ops")
+        argvs += [c["args"] for where, s in pod_specs(objs) for c in containers(s) if "args" in c]
+    for project, env, profiles in ((CUSTOMER, CUSTOMER_ENV, ["setup"]), (OPERATOR, OPERATOR_ENV, [])):
+        for svc in resolved(project, env, *profiles)["services"].values():
+            if "mcp-tunnel" not in svc["image"]:
+                continue
+            argvs.append(svc["command"])
+            argvs.append(svc["healthcheck"]["test"][2:]) if "healthcheck" in svc else None
+    commands: dict[tuple[str, ...], set[str]] = {}
+    for argv in argvs:
+        path = []
+        for token in argv:
+            if token.startswith("-"):
+                break
+            path.append(token)
+        # Positional arguments (a healthcheck's URL) are not subcommands.
+        path = [p for p in path if "://" not in p]
+        commands.setdefault(tuple(path), set()).update(t.split("=")[0] for t in argv if t.startswith("--"))
+    return commands
+
+
+COMMANDS = artifact_commands()
+
+
+def test_the_artifacts_run_the_roles_the_spec_names():
+    assert set(COMMANDS) == {
+        ("proxy",),
+        ("connector", "run"),
+        ("setup", "init"),
+        ("setup", "renew-cert"),
+        ("server",),
+        ("healthcheck",),
+    }
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=lambda p: " ".join(p))
+def test_the_binary_understands_every_command_line(path):
+    out = subprocess.run(
+        [str(proxyrun.binary()), *path, "--help"], capture_output=True, text=True, timeout=30
+    )
+    if out.returncode != 0 and "unrecognized subcommand" in out.stderr:
+        # Roles still being built (SPEC §2): the artifacts already carry their
+        # interface; this turns into a real check as soon as the subcommand exists.
+        pytest.xfail(f"`mcp-tunnel {' '.join(path)}` is not in this build yet")
+    assert out.returncode == 0, out.stderr
+    missing = sorted(f for f in COMMANDS[path] if f not in out.stdout)
+    assert not missing, f"`mcp-tunnel {' '.join(path)}` has no {missing}"
+
+
+@pytest.mark.parametrize("name", list(CUSTOMER_SETS))
+def test_chart_configs_load_in_the_real_proxy(name, tmp_path):
+    values = CUSTOMER_SETS[name]
+    objs = render(CUSTOMER_CHART, values)
+    certs = proxyrun.openssl_certs(tmp_path)
+    cfg = proxyrun.local_config(config_of(objs), certs)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    argv = [str(proxyrun.binary()), "proxy", "--config", str(tmp_path / "config.yaml")]
+    proxy_args = next(c["args"] for c in one_pod(objs)["containers"] if c["name"] == "mcp-proxy")
+    if "--tunnel-domain" in proxy_args:
+        argv += ["--tunnel-domain", proxyrun.DOMAIN]
+    with proxyrun.proxy(argv, tmp_path, cfg) as p:
+        assert p.get("/healthz")[0] == 200
+        assert p.get("/readyz")[0] == 200
+        status, metrics = p.get("/metrics")
+        assert status == 200 and "mcp_proxy_certificate_not_after_seconds" in metrics
+        started = time.monotonic()
+        assert p.stop() == 0
+        assert time.monotonic() - started < go_seconds(cfg.get("shutdown_timeout", "30s"))
+    log = (tmp_path / "proxy.log").read_text()
+    if cfg.get("log_level", "info") == "info" and cfg.get("log_format", "json") == "json":
+        for route in values["gateway"]["config"]["routes"]:
+            assert f'"route":"{route}"' in log
+
+
+def test_compose_proxy_config_loads_in_the_real_proxy(tmp_path):
+    config = yaml.safe_load((CUSTOMER / "config" / "mcp-proxy.yaml").read_text())
+    certs = proxyrun.openssl_certs(tmp_path)
+    cfg = proxyrun.local_config(config, certs)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with proxyrun.proxy([str(proxyrun.binary()), "proxy", "--config", str(tmp_path / "config.yaml")], tmp_path, cfg) as p:
+        assert p.get("/readyz")[0] == 200
+        assert p.stop() == 0
+
+
+def one_pod(objs):
+    (deploy,) = [o for o in objs if o["kind"] == "Deployment"]
+    return deploy["spec"]["template"]["spec"]
