@@ -40,14 +40,24 @@ pub(crate) async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
+        let Ok(permit) = shared.pending_clients.clone().try_acquire_owned() else {
+            shared.metrics.client_requests.inc(&["pending_full"]);
+            continue;
+        };
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             match acceptor {
-                None => serve(tcp, peer, shared).await,
+                None => {
+                    drop(permit);
+                    serve(tcp, peer, shared).await
+                }
                 Some(acceptor) => {
                     let timeout = shared.config.client_header_timeout;
-                    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    let tls = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+                    // The cap covers TLS handshakes; hyper's header timeout bounds the rest.
+                    drop(permit);
+                    match tls {
                         Ok(Ok(tls)) => serve(tls, peer, shared).await,
                         Ok(Err(_)) | Err(_) => shared.metrics.client_requests.inc(&["tls_error"]),
                     }

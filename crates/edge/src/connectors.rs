@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use mcp_tunnel_net::metrics::GaugeGuard;
 use mcp_tunnel_proto::{
     ConnectionId, HandshakeError, Hello, ProtocolVersion, RejectCode, ServerEvent, ServerHandshake,
 };
@@ -132,12 +133,13 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acce
                 shared.metrics.handshakes.inc(&["pending_full"]);
                 return;
             };
-            shared.metrics.pending_handshakes.inc();
-            let result = tokio::select! {
-                _ = shared.shutdown.cancelled() => return,
-                r = authenticate(tcp, peer, &shared, &acceptor) => r,
+            let result = {
+                let _pending = GaugeGuard::new(&shared.metrics.pending_handshakes);
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    r = authenticate(tcp, peer, &shared, &acceptor) => r,
+                }
             };
-            shared.metrics.pending_handshakes.dec();
             drop(slot);
             drop(permit);
             match result {

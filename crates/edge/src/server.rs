@@ -36,6 +36,8 @@ pub struct EdgeConfig {
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     pub max_connections_per_tunnel: usize,
+    /// Client TLS handshakes in progress at once.
+    pub max_pending_client_handshakes: usize,
     /// Deadline for a client's TLS handshake and request headers.
     pub client_header_timeout: Duration,
     /// HTTP/2 flow-control windows on connector connections.
@@ -56,6 +58,7 @@ impl Default for EdgeConfig {
             keepalive_interval: Duration::from_secs(15),
             keepalive_timeout: Duration::from_secs(10),
             max_connections_per_tunnel: 64,
+            max_pending_client_handshakes: 4096,
             client_header_timeout: Duration::from_secs(10),
             stream_window: 256 * 1024,
             connection_window: 4 * 1024 * 1024,
@@ -91,6 +94,7 @@ pub(crate) struct Shared {
     pub(crate) client_failures: FailureLimiter,
     pub(crate) pending: Arc<Semaphore>,
     pub(crate) pending_per_source: PendingPerSource,
+    pub(crate) pending_clients: Arc<Semaphore>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -121,6 +125,7 @@ impl Edge {
             client_failures: FailureLimiter::new(config.client_auth_failures, window),
             pending: Arc::new(Semaphore::new(config.max_pending_handshakes)),
             pending_per_source: PendingPerSource::default(),
+            pending_clients: Arc::new(Semaphore::new(config.max_pending_client_handshakes)),
             config,
             store,
             registry: Arc::default(),
