@@ -22,26 +22,13 @@ ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY . .
-# Static glibc instead of musl: the musl target is one more toolchain download, and
-# aws-lc (the TLS provider) builds and runs unchanged against glibc. `--target` keeps
-# crt-static away from build scripts and proc macros, which must stay dynamic.
-# glibc >= 2.34 carries the `files` and `dns` NSS back ends inside libc, so name
-# resolution works in a static binary with no NSS modules on disk.
+# The root filesystem comes from one script, also run without Docker by the tests:
+# static glibc binary, /setup link, and a refusal of anything dynamically linked.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    set -eux; \
-    triple="$(uname -m)-unknown-linux-gnu"; \
-    RUSTFLAGS="-C target-feature=+crt-static" \
-      cargo build --release --locked --target "$triple" -p mcp-tunnel; \
-    install -D -m 0755 "target/$triple/release/mcp-tunnel" /rootfs/usr/local/bin/mcp-tunnel; \
-    ln -s /usr/local/bin/mcp-tunnel /rootfs/setup; \
-    if readelf -lW /rootfs/usr/local/bin/mcp-tunnel | grep -q 'INTERP'; then \
-      echo "mcp-tunnel is dynamically linked" >&2; exit 1; \
-    fi; \
-    /rootfs/usr/local/bin/mcp-tunnel --version
+    deploy/image/build-static.sh /rootfs
 
 FROM ${RUNTIME_IMAGE}
 ARG VERSION=0.1.0
