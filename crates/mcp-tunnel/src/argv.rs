@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 
 /// Long flags that may be spelled with one dash.
-const GO_STYLE_FLAGS: &[&str] = &["config", "tunnel-domain"];
+const GO_STYLE_FLAGS: &[&str] = &["config", "tunnel-domain", "token", "token-file", "url"];
 
 pub fn go_style(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut out = Vec::new();

@@ -23,6 +23,10 @@ struct Cli {
 enum Command {
     /// Terminate inner TLS, route by hostname and forward to private MCP servers.
     Proxy(commands::proxy::ProxyArgs),
+    /// Outbound-only connections to the edge, forwarding streams to the proxy.
+    Connector(commands::connector::ConnectorArgs),
+    /// Accept connectors and client sessions, relay bytes (operator side).
+    Edge(commands::edge::EdgeArgs),
     /// One-shot MCP call through a tunnel session (list tools, or call one).
     Call(commands::call::CallArgs),
 }
@@ -42,6 +46,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Proxy(args) => commands::proxy::run(args).await,
+            Command::Connector(args) => commands::connector::run(args).await,
+            Command::Edge(args) => commands::edge::run(args).await,
             Command::Call(args) => commands::call::run(args).await,
         }
     });

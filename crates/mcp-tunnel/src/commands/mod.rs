@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
 pub mod call;
+pub mod connector;
+pub mod edge;
 pub mod proxy;

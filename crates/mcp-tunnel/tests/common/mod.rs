@@ -15,6 +15,8 @@ use mcp_tunnel_testutil::pki::TestPki;
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
+pub mod stack;
+
 pub const DOMAIN: &str = "abcd1234.tunnel.test";
 
 pub fn bin() -> Command {
