@@ -1,0 +1,152 @@
+//! The database: SQLite (one file under a data directory, the embedded default) or
+//! PostgreSQL (by URL), behind one `sqlx::AnyPool` and one schema applied by migrations.
+//!
+//! Every query is written once with `$1` placeholders, which both drivers accept. Types
+//! stay within what both map the same way: BIGINT/INTEGER, TEXT, BYTEA/BLOB.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Transaction};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Why the database could not be opened or queried.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database URL (expected postgres://, postgresql:// or sqlite://)")]
+    UnsupportedUrl,
+    #[error("cannot create data directory {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A connection pool plus what differs between the two databases.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub(crate) pool: AnyPool,
+    dialect: Dialect,
+    url: String,
+}
+
+pub(crate) type Tx = Transaction<'static, Any>;
+
+/// File name of the SQLite database inside the data directory.
+pub const SQLITE_FILE: &str = "control.db";
+
+impl Db {
+    /// Opens `<data_dir>/control.db`, creating the directory (mode 0700) and file.
+    pub async fn open_sqlite_dir(data_dir: &Path) -> Result<Self, DbError> {
+        create_private_dir(data_dir)?;
+        let file = data_dir.join(SQLITE_FILE);
+        Self::connect(&format!("sqlite://{}?mode=rwc", file.display())).await
+    }
+
+    /// Connects by URL (`postgres://…` or `sqlite://…`) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        install_default_drivers();
+        let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            return Err(DbError::UnsupportedUrl);
+        };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        options = match dialect {
+            Dialect::Sqlite => options.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; writers wait instead of
+                    // failing at once with "database is locked".
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
+                         PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            }),
+            Dialect::Postgres => options.max_connections(16),
+        };
+        let pool = options.connect(url).await?;
+        let db = Self {
+            pool,
+            dialect,
+            url: url.to_owned(),
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The URL the pool was opened with (it may contain a password: never log it).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn migrate(&self) -> Result<(), DbError> {
+        let sql = match self.dialect {
+            Dialect::Sqlite => include_str!("../migrations/sqlite/0001_init.sql"),
+            Dialect::Postgres => include_str!("../migrations/postgres/0001_init.sql"),
+        };
+        let migrator = Migrator::with_migrations(vec![Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(sql),
+            false,
+        )]);
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A write transaction that serialises with every other writer of the organization:
+    /// `BEGIN IMMEDIATE` on SQLite, a row lock on the organization on PostgreSQL. Limits
+    /// (tunnels per organization, certificates per tunnel) and the audit chain rely on it.
+    pub(crate) async fn write_tx(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT id FROM organizations WHERE id = $1 FOR UPDATE")
+                    .bind(org_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates a directory readable only by its owner.
+pub fn create_private_dir(dir: &Path) -> Result<(), DbError> {
+    let err = |e: std::io::Error| DbError::DataDir {
+        path: dir.display().to_string(),
+        reason: mcp_tunnel_pki::tls::io_reason(&e),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! The control plane (SPEC §7): the store behind the edge (SQLite or PostgreSQL), the
+//! Tunnels API compatible with the official SDKs, workload-identity federation, scoped
+//! API keys, client access keys and the hash-chained audit log.
+
+pub mod db;
+pub mod http_client;
+pub mod ids;
+pub mod jwt;
+pub mod scopes;
+pub mod seal;
+pub mod store;
+pub mod time;
+
+pub use db::{Db, DbError, Dialect};
+pub use seal::MasterKey;
+pub use store::{ControlError, ControlStore, StoreSettings};
