@@ -6,6 +6,8 @@
 #   4. lists and calls its tools through WebSocket + inner TLS with `mcp-tunnel call`
 # It then stays up until Ctrl-C, printing the command to call it yourself.
 set -euo pipefail
+# --check: exit 0 after the calls succeed instead of staying up (CI runs it so).
+check=false; [ "${1:-}" = "--check" ] && check=true
 cd "$(dirname "$0")/.."
 root=$PWD
 domain=demo1234.tunnel.local
@@ -73,4 +75,5 @@ Call it yourself:
   ${call[*]} --tool echo --args '{"text": "hello"}'
 Press Ctrl-C to stop.
 TXT
+$check && exit 0
 wait "${pids[1]}"

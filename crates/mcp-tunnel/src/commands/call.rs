@@ -1,17 +1,22 @@
-//! `mcp-tunnel call URL (--list | --tool NAME [--args JSON]) --proxy ADDR --ca-file FILE`:
-//! a one-shot MCP client over a tunnel session, to check a tunnel from a terminal.
+//! `mcp-tunnel call URL (--list | --tool NAME [--args JSON]) --ca-file FILE
+//! (--edge ADDR --edge-ca-file FILE | --proxy ADDR)`: a one-shot MCP client over a tunnel
+//! session, to check a tunnel from a terminal.
 //!
-//! With `--proxy` the session goes straight to a proxy's listener (the customer checking
-//! their own stack); the certificate must chain to `--ca-file`, exactly as clients of the
-//! tunnel will require.
+//! With `--edge` the session goes the way an MCP client's does: outer TLS to the edge,
+//! authenticated with a client access key (`MCP_TUNNEL_CLIENT_KEY` or `--client-key-file`;
+//! never on the command line), then inner TLS to the proxy. With `--proxy` it goes
+//! straight to a proxy's listener (the customer checking their own stack). Either way the
+//! proxy's certificate must satisfy SPEC §8 against `--ca-file`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use mcp_tunnel_client::edge::EdgeDialer;
 use mcp_tunnel_client::mcp::McpClient;
 use mcp_tunnel_client::{InnerTls, Session, Target};
+use mcp_tunnel_pki::crypto::Secret;
 use tokio::net::TcpStream;
 
 #[derive(Debug, clap::Args)]
@@ -27,9 +32,26 @@ pub struct CallArgs {
     /// Tool arguments as a JSON object.
     #[arg(long, default_value = "{}", requires = "tool")]
     args: String,
-    /// Address of the proxy's listener to open the session on.
+    /// The edge's client listener (host:port): the path real clients take.
+    #[arg(
+        long,
+        required_unless_present = "proxy",
+        conflicts_with = "proxy",
+        requires = "edge_ca_file"
+    )]
+    edge: Option<String>,
+    /// CA certificate(s) (PEM) the edge's certificate must chain to.
     #[arg(long)]
-    proxy: SocketAddr,
+    edge_ca_file: Option<PathBuf>,
+    /// Name to verify the edge's certificate for (default: the host of --edge).
+    #[arg(long)]
+    edge_name: Option<String>,
+    /// File holding the client access key (default: $MCP_TUNNEL_CLIENT_KEY).
+    #[arg(long)]
+    client_key_file: Option<PathBuf>,
+    /// Address of a proxy's listener, to test a proxy without the edge.
+    #[arg(long)]
+    proxy: Option<SocketAddr>,
     /// CA certificate(s) (PEM) the proxy's certificate must be issued by.
     #[arg(long)]
     ca_file: PathBuf,
@@ -54,6 +76,47 @@ fn split_url(url: &str) -> anyhow::Result<(String, String)> {
     Ok((host.to_ascii_lowercase(), path.to_owned()))
 }
 
+async fn open_session(args: &CallArgs, host: &str, tls: &InnerTls) -> anyhow::Result<Session> {
+    if let Some(proxy) = args.proxy {
+        let tcp = TcpStream::connect(proxy)
+            .await
+            .with_context(|| format!("connect to the proxy at {proxy}"))?;
+        return Ok(Session::open(tcp, &Target::new(proxy.to_string(), host), tls).await?);
+    }
+    let edge = args
+        .edge
+        .as_deref()
+        .context("--edge or --proxy is required")?;
+    let edge_ca = args
+        .edge_ca_file
+        .as_ref()
+        .context("--edge-ca-file is required with --edge")?;
+    let key = match &args.client_key_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("read {}", path.display()))?
+            .trim()
+            .to_owned(),
+        None => std::env::var("MCP_TUNNEL_CLIENT_KEY")
+            .context("no client access key: set MCP_TUNNEL_CLIENT_KEY or pass --client-key-file")?,
+    };
+    let name = match &args.edge_name {
+        Some(n) => n.clone(),
+        None => edge
+            .rsplit_once(':')
+            .map_or(edge, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    };
+    let dialer = EdgeDialer::new(
+        edge,
+        &name,
+        &mcp_tunnel_pki::tls::load_certs(edge_ca)?,
+        Secret::new(key),
+    )?;
+    Ok(dialer.open(host, tls).await?)
+}
+
 pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let (host, path) = split_url(&args.url)?;
     let args_json: serde_json::Value = if args.list {
@@ -68,10 +131,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     };
     let cas = mcp_tunnel_pki::tls::load_certs(&args.ca_file)?;
     let tls = InnerTls::trusting(&cas)?;
-    let tcp = TcpStream::connect(args.proxy)
-        .await
-        .with_context(|| format!("connect to the proxy at {}", args.proxy))?;
-    let session = Session::open(tcp, &Target::new(args.proxy.to_string(), &host), &tls)
+    let session = open_session(&args, &host, &tls)
         .await
         .with_context(|| format!("open a tunnel session to {host}"))?;
     let mut mcp = McpClient::new(session, path);
