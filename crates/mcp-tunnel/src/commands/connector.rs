@@ -21,7 +21,9 @@ enum ConnectorCommand {
 pub async fn run(args: ConnectorArgs) -> anyhow::Result<ExitCode> {
     let ConnectorCommand::Run(args) = args.command;
     logging::init("info", logging::Format::Json);
-    let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
+    let env_token = std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty());
     let (config, warnings) = ConnectorConfig::from_args(&args, env_token)?;
     for w in warnings {
         tracing::warn!("{w}");
