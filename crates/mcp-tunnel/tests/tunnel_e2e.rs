@@ -14,7 +14,8 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_call_through_edge_connector_and_proxy() {
-    let stack = Stack::start(&[], 4).await;
+    let mcp_server = mcp_tunnel_testutil::mcp::McpServer::start().await;
+    let stack = Stack::start(&mcp_server.origin(), &[], 4).await;
     let mut mcp = stack.mcp().await;
     let init = mcp.initialize().await.unwrap();
     assert_eq!(init["serverInfo"]["name"], "mcp-tunnel-test-server");
@@ -46,7 +47,8 @@ async fn tools_call_through_edge_connector_and_proxy() {
 async fn a_quiet_sse_stream_outlives_every_timeout_on_the_path() {
     // The edge's handshake deadline is the shortest timer configurable on the path;
     // the stream stays silent for several times longer.
-    let stack = Stack::start(&["--handshake-timeout", "500ms"], 2).await;
+    let mcp_server = mcp_tunnel_testutil::mcp::McpServer::start().await;
+    let stack = Stack::start(&mcp_server.origin(), &["--handshake-timeout", "500ms"], 2).await;
     let mut session = stack.session("mcp").await.unwrap();
     let resp = session
         .send(
@@ -78,7 +80,8 @@ async fn a_quiet_sse_stream_outlives_every_timeout_on_the_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_distinct_and_clear() {
-    let stack = Stack::start(&[], 1).await;
+    let mcp_server = mcp_tunnel_testutil::mcp::McpServer::start().await;
+    let stack = Stack::start(&mcp_server.origin(), &[], 1).await;
     // A wrong client key.
     let err = stack
         .dialer("ck_wrong_key_000000000000000000000000000")

@@ -1,9 +1,11 @@
 //! Shared test helpers: certificates made at run time, real peer processes (the PyPI
 //! `mcp` server, our own binary) with their logs captured, and ephemeral ports only.
 
+pub mod harness;
 pub mod logs;
 pub mod mcp;
 pub mod pki;
+pub mod stack;
 
 use std::path::PathBuf;
 

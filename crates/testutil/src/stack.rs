@@ -6,22 +6,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::logs::LoggedChild;
 use mcp_tunnel_client::Session;
 use mcp_tunnel_client::edge::EdgeDialer;
 use mcp_tunnel_client::mcp::McpClient;
 use mcp_tunnel_pki::crypto::Secret;
 use mcp_tunnel_pki::generate::{self, GeneratedCert, KeyKind};
 use mcp_tunnel_proto::{CaPin, EdgeAddr, TunnelId, TunnelToken};
-use mcp_tunnel_testutil::logs::LoggedChild;
-use mcp_tunnel_testutil::mcp::McpServer;
 
-use super::{DOMAIN, ProxyHarness, bin};
+use crate::harness::{DOMAIN, ProxyHarness, bin, route_host};
 
 pub const CLIENT_KEY: &str = "ck_test_0123456789abcdefghijklmnopqrstuv";
 pub const EDGE_NAME: &str = "edge.test";
 
+#[derive(Debug)]
 pub struct Stack {
-    pub mcp: McpServer,
     pub proxy: ProxyHarness,
     pub edge: LoggedChild,
     pub connector: LoggedChild,
@@ -39,11 +38,20 @@ fn field_addr(line: &str, field: &str) -> SocketAddr {
 
 impl Stack {
     /// Starts everything and waits until the connector has registered `ha` connections.
-    pub async fn start(edge_args: &[&str], ha: usize) -> Self {
-        let mcp = McpServer::start().await;
+    /// `upstream` is the origin of the MCP server the `mcp` route forwards to.
+    pub async fn start(upstream: &str, edge_args: &[&str], ha: usize) -> Self {
+        Self::start_with(upstream, "", edge_args, ha).await
+    }
+
+    /// Like [`Stack::start`], with extra proxy configuration (YAML).
+    pub async fn start_with(
+        upstream: &str,
+        proxy_extra: &str,
+        edge_args: &[&str],
+        ha: usize,
+    ) -> Self {
         let proxy = ProxyHarness::start(&format!(
-            "routes:\n  mcp: {}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\"]\n",
-            mcp.origin()
+            "routes:\n  mcp: {upstream}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\"]\n{proxy_extra}"
         ))
         .await;
         let dir = tempfile::tempdir().unwrap();
@@ -151,7 +159,6 @@ impl Stack {
             edge.lines().join("\n")
         );
         Self {
-            mcp,
             proxy,
             edge,
             connector,
@@ -175,7 +182,7 @@ impl Stack {
 
     pub async fn session(&self, route: &str) -> Result<Session, mcp_tunnel_client::ClientError> {
         self.dialer(CLIENT_KEY)
-            .open(&super::route_host(route), &self.proxy.tls())
+            .open(&route_host(route), &self.proxy.tls())
             .await
     }
 
