@@ -22,7 +22,10 @@ RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   cargo build --release --locked --target "$triple" -p mcp-tunnel
 bin="${CARGO_TARGET_DIR:-target}/$triple/release/mcp-tunnel"
 
-install -D -m 0755 "$bin" "$out/usr/local/bin/mcp-tunnel"
+# Modes spelled out: a root filesystem must not depend on the builder's umask.
+chmod 0755 "$out"
+install -d -m 0755 "$out/usr" "$out/usr/local" "$out/usr/local/bin"
+install -m 0755 "$bin" "$out/usr/local/bin/mcp-tunnel"
 ln -sfn /usr/local/bin/mcp-tunnel "$out/setup"
 
 # Nothing in the image can load a shared library: refuse a binary that would need to.

@@ -106,7 +106,8 @@ def test_rootfs_is_one_static_binary_and_the_setup_link(rootfs):
     assert "INTERP" not in headers
     dynamic = subprocess.run(["readelf", "-dW", str(binary)], capture_output=True, text=True, check=True).stdout
     assert "NEEDED" not in dynamic
-    assert binary.stat().st_mode & 0o777 == 0o755
+    for path in (rootfs, rootfs / "usr", rootfs / "usr" / "local", binary.parent, binary):
+        assert path.stat().st_mode & 0o777 == 0o755, path
 
 
 def test_runs_in_an_empty_read_only_root_as_65532(rootfs, tmp_path):
