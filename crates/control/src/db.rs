@@ -89,6 +89,11 @@ impl Db {
         Ok(db)
     }
 
+    /// The pool itself, for maintenance queries and tests.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }

@@ -180,7 +180,8 @@ impl HttpClient {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| HttpError::Http(e.to_string()))?;
         if t.tls {
-            let name = ServerName::try_from(t.host.clone()).map_err(|_| HttpError::Url(url.into()))?;
+            let name =
+                ServerName::try_from(t.host.clone()).map_err(|_| HttpError::Url(url.into()))?;
             let stream = TlsConnector::from(self.tls.clone())
                 .connect(name, tcp)
                 .await

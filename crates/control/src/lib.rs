@@ -2,6 +2,7 @@
 //! Tunnels API compatible with the official SDKs, workload-identity federation, scoped
 //! API keys, client access keys and the hash-chained audit log.
 
+pub mod api;
 pub mod db;
 pub mod http_client;
 pub mod ids;

@@ -26,10 +26,7 @@ pub fn parse(list: &str) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     for s in list.split([' ', ',']).filter(|s| !s.is_empty()) {
         if !ALL.contains(&s) {
-            return Err(format!(
-                "unknown scope {s:?} (known: {})",
-                ALL.join(", ")
-            ));
+            return Err(format!("unknown scope {s:?} (known: {})", ALL.join(", ")));
         }
         if !out.iter().any(|o| o == s) {
             out.push(s.to_owned());

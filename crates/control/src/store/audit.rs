@@ -232,7 +232,11 @@ pub fn verify_events<'a>(
 /// Verifies a JSONL export (one event per line, oldest first).
 pub fn verify_jsonl(text: &str) -> AuditVerification {
     let mut events = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         match serde_json::from_str::<AuditEvent>(line) {
             Ok(ev) => events.push(ev),
             Err(e) => {

@@ -9,8 +9,8 @@ use super::audit::{NewEvent, append};
 use super::{
     Actor, ControlError, ControlStore, ListParams, MAX_ACTIVE_CERTIFICATES, Page, Result, page_of,
 };
-use crate::time::now_ms;
 use crate::ids;
+use crate::time::now_ms;
 
 /// A registered CA certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,12 @@ fn not_found(id: &str) -> ControlError {
 
 impl ControlStore {
     /// Registers a CA certificate after checking every rule of SPEC §8.
-    pub async fn add_certificate(&self, by: &Actor, tunnel_id: &str, pem: &str) -> Result<Certificate> {
+    pub async fn add_certificate(
+        &self,
+        by: &Actor,
+        tunnel_id: &str,
+        pem: &str,
+    ) -> Result<Certificate> {
         let now = now_ms();
         let info = validate_ca_pem(pem, now / 1000)?;
         let mut tx = self.db().write_tx(&by.org_id).await?;
@@ -127,8 +132,15 @@ impl ControlStore {
         Ok(cert)
     }
 
-    async fn check_tunnel_visible(&self, org_id: &str, workspace_id: &str, tunnel_id: &str) -> Result<()> {
-        self.get_tunnel(org_id, workspace_id, tunnel_id).await.map(|_| ())
+    async fn check_tunnel_visible(
+        &self,
+        org_id: &str,
+        workspace_id: &str,
+        tunnel_id: &str,
+    ) -> Result<()> {
+        self.get_tunnel(org_id, workspace_id, tunnel_id)
+            .await
+            .map(|_| ())
     }
 
     pub async fn list_certificates(
@@ -139,7 +151,8 @@ impl ControlStore {
         params: &ListParams,
     ) -> Result<Page<Certificate>> {
         let (limit, before) = params.bounds()?;
-        self.check_tunnel_visible(org_id, workspace_id, tunnel_id).await?;
+        self.check_tunnel_visible(org_id, workspace_id, tunnel_id)
+            .await?;
         let archived = if params.include_archived {
             ""
         } else {
@@ -169,7 +182,8 @@ impl ControlStore {
         tunnel_id: &str,
         id: &str,
     ) -> Result<Certificate> {
-        self.check_tunnel_visible(org_id, workspace_id, tunnel_id).await?;
+        self.check_tunnel_visible(org_id, workspace_id, tunnel_id)
+            .await?;
         let row = sqlx::query("SELECT * FROM certificates WHERE id = $1 AND tunnel_id = $2")
             .bind(id)
             .bind(tunnel_id)
@@ -181,8 +195,14 @@ impl ControlStore {
 
     /// Archives a certificate; idempotent. Archiving the last one is allowed: the tunnel
     /// goes back to `needs_certificate` and the edge refuses its client sessions.
-    pub async fn archive_certificate(&self, by: &Actor, tunnel_id: &str, id: &str) -> Result<Certificate> {
-        self.check_tunnel_visible(&by.org_id, &by.workspace_id, tunnel_id).await?;
+    pub async fn archive_certificate(
+        &self,
+        by: &Actor,
+        tunnel_id: &str,
+        id: &str,
+    ) -> Result<Certificate> {
+        self.check_tunnel_visible(&by.org_id, &by.workspace_id, tunnel_id)
+            .await?;
         let mut tx = self.db().write_tx(&by.org_id).await?;
         let row = sqlx::query("SELECT * FROM certificates WHERE id = $1 AND tunnel_id = $2")
             .bind(id)

@@ -85,7 +85,11 @@ fn from_row(r: &AnyRow) -> Result<Credential> {
         org_id: r.try_get("org_id")?,
         workspace_id: r.try_get("workspace_id")?,
         name: r.try_get("name")?,
-        scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        scopes: scopes
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         actor: r.try_get("actor")?,
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
@@ -212,16 +216,17 @@ impl ControlStore {
         id: &str,
     ) -> Result<Credential> {
         let mut tx = self.db().write_tx(&by.org_id).await?;
-        let row = sqlx::query("SELECT * FROM credentials WHERE id = $1 AND org_id = $2 AND kind = $3")
-            .bind(id)
-            .bind(by.org_id.as_str())
-            .bind(kind.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| ControlError::NotFound {
-                kind: kind.as_str(),
-                id: id.into(),
-            })?;
+        let row =
+            sqlx::query("SELECT * FROM credentials WHERE id = $1 AND org_id = $2 AND kind = $3")
+                .bind(id)
+                .bind(by.org_id.as_str())
+                .bind(kind.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| ControlError::NotFound {
+                    kind: kind.as_str(),
+                    id: id.into(),
+                })?;
         let mut cred = from_row(&row)?;
         if cred.revoked_at.is_none() {
             let now = now_ms();

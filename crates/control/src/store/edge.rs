@@ -124,7 +124,10 @@ impl ControlStore {
                 _ = stop.cancelled() => return Ok(()),
                 n = listener.recv() => n?,
             };
-            match serde_json::from_str::<WireEvent>(n.payload()).ok().and_then(WireEvent::into_event) {
+            match serde_json::from_str::<WireEvent>(n.payload())
+                .ok()
+                .and_then(WireEvent::into_event)
+            {
                 Some(ev) => self.announce(ev),
                 None => tracing::warn!("ignoring malformed store event notification"),
             }
@@ -218,14 +221,26 @@ impl ControlStore {
 
 impl EdgeStore for ControlStore {
     fn tunnel_by_domain<'a>(&'a self, domain: &'a str) -> StoreFuture<'a, Option<TunnelRecord>> {
-        Box::pin(async move { self.tunnel_record_where("domain", domain).await.map_err(store_err) })
+        Box::pin(async move {
+            self.tunnel_record_where("domain", domain)
+                .await
+                .map_err(store_err)
+        })
     }
 
     fn tunnel_by_id<'a>(&'a self, id: &'a TunnelId) -> StoreFuture<'a, Option<TunnelRecord>> {
-        Box::pin(async move { self.tunnel_record_where("id", id.as_str()).await.map_err(store_err) })
+        Box::pin(async move {
+            self.tunnel_record_where("id", id.as_str())
+                .await
+                .map_err(store_err)
+        })
     }
 
-    fn verify_token<'a>(&'a self, id: &'a TunnelId, secret: &'a Secret) -> StoreFuture<'a, TokenCheck> {
+    fn verify_token<'a>(
+        &'a self,
+        id: &'a TunnelId,
+        secret: &'a Secret,
+    ) -> StoreFuture<'a, TokenCheck> {
         Box::pin(async move { self.check_token(id, secret).await.map_err(store_err) })
     }
 

@@ -146,7 +146,15 @@ pub fn check_jwks_url(url: &str) -> Result<()> {
 }
 
 impl ControlStore {
-    async fn audited_insert(&self, by: &Actor, action: &str, target: &str, sql: &'static str, binds: Vec<Bind>, details: serde_json::Value) -> Result<()> {
+    async fn audited_insert(
+        &self,
+        by: &Actor,
+        action: &str,
+        target: &str,
+        sql: &'static str,
+        binds: Vec<Bind>,
+        details: serde_json::Value,
+    ) -> Result<()> {
         let mut tx = self.db().write_tx(&by.org_id).await?;
         let mut q = sqlx::query(sql);
         for b in binds {
@@ -157,7 +165,17 @@ impl ControlStore {
             };
         }
         q.execute(&mut *tx).await?;
-        append(&mut tx, NewEvent { actor: by, action, target, reason: None, details }).await?;
+        append(
+            &mut tx,
+            NewEvent {
+                actor: by,
+                action,
+                target,
+                reason: None,
+                details,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -172,19 +190,33 @@ impl ControlStore {
             "INSERT INTO workspaces (id, org_id, name, is_default, created_at) VALUES ($1,$2,$3,0,$4)",
             vec![Bind::S(id.clone()), Bind::S(by.org_id.clone()), Bind::S(name.into()), Bind::I(now)],
             serde_json::json!({"name": name})).await?;
-        Ok(Workspace { kind: "workspace", id, name: name.into(), is_default: false, created_at: rfc3339_ms(now) })
+        Ok(Workspace {
+            kind: "workspace",
+            id,
+            name: name.into(),
+            is_default: false,
+            created_at: rfc3339_ms(now),
+        })
     }
 
     pub async fn list_workspaces(&self, org_id: &str) -> Result<Vec<Workspace>> {
-        let rows = sqlx::query("SELECT * FROM workspaces WHERE org_id = $1 AND archived_at IS NULL ORDER BY seq DESC")
-            .bind(org_id).fetch_all(&self.db().pool).await?;
-        rows.iter().map(|r| Ok(Workspace {
-            kind: "workspace",
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            is_default: r.try_get::<i64, _>("is_default")? != 0,
-            created_at: rfc3339_ms(r.try_get("created_at")?),
-        })).collect()
+        let rows = sqlx::query(
+            "SELECT * FROM workspaces WHERE org_id = $1 AND archived_at IS NULL ORDER BY seq DESC",
+        )
+        .bind(org_id)
+        .fetch_all(&self.db().pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Workspace {
+                    kind: "workspace",
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    is_default: r.try_get::<i64, _>("is_default")? != 0,
+                    created_at: rfc3339_ms(r.try_get("created_at")?),
+                })
+            })
+            .collect()
     }
 
     pub async fn create_service_account(&self, by: &Actor, name: &str) -> Result<ServiceAccount> {
@@ -193,28 +225,53 @@ impl ControlStore {
         }
         let id = ids::new_id("svac");
         let now = now_ms();
-        self.audited_insert(by, "service_account.create", &id,
+        self.audited_insert(
+            by,
+            "service_account.create",
+            &id,
             "INSERT INTO service_accounts (id, org_id, name, created_at) VALUES ($1,$2,$3,$4)",
-            vec![Bind::S(id.clone()), Bind::S(by.org_id.clone()), Bind::S(name.into()), Bind::I(now)],
-            serde_json::json!({"name": name})).await?;
-        Ok(ServiceAccount { kind: "service_account", id, name: name.into(), created_at: rfc3339_ms(now), archived_at: None })
+            vec![
+                Bind::S(id.clone()),
+                Bind::S(by.org_id.clone()),
+                Bind::S(name.into()),
+                Bind::I(now),
+            ],
+            serde_json::json!({"name": name}),
+        )
+        .await?;
+        Ok(ServiceAccount {
+            kind: "service_account",
+            id,
+            name: name.into(),
+            created_at: rfc3339_ms(now),
+            archived_at: None,
+        })
     }
 
     pub async fn list_service_accounts(&self, org_id: &str) -> Result<Vec<ServiceAccount>> {
-        let rows = sqlx::query("SELECT * FROM service_accounts WHERE org_id = $1 ORDER BY seq DESC")
-            .bind(org_id).fetch_all(&self.db().pool).await?;
-        rows.iter().map(|r| Ok(ServiceAccount {
-            kind: "service_account",
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            created_at: rfc3339_ms(r.try_get("created_at")?),
-            archived_at: opt_time(r, "archived_at")?,
-        })).collect()
+        let rows =
+            sqlx::query("SELECT * FROM service_accounts WHERE org_id = $1 ORDER BY seq DESC")
+                .bind(org_id)
+                .fetch_all(&self.db().pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ServiceAccount {
+                    kind: "service_account",
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    created_at: rfc3339_ms(r.try_get("created_at")?),
+                    archived_at: opt_time(r, "archived_at")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn create_issuer(&self, by: &Actor, new: NewIssuer) -> Result<FederationIssuer> {
         if !(new.issuer_url.starts_with("https://") || new.issuer_url.starts_with("http://")) {
-            return Err(invalid("issuer_url must be an http(s) URL, exactly as the tokens' iss claim"));
+            return Err(invalid(
+                "issuer_url must be an http(s) URL, exactly as the tokens' iss claim",
+            ));
         }
         let jwks_text = match (&new.jwks, &new.jwks_url) {
             (Some(j), None) => {
@@ -225,7 +282,11 @@ impl ControlStore {
                 check_jwks_url(u)?;
                 None
             }
-            _ => return Err(invalid("give exactly one of jwks (inline JSON Web Key Set) or jwks_url")),
+            _ => {
+                return Err(invalid(
+                    "give exactly one of jwks (inline JSON Web Key Set) or jwks_url",
+                ));
+            }
         };
         let id = ids::new_id("fdis");
         let now = now_ms();
@@ -239,44 +300,76 @@ impl ControlStore {
 
     pub async fn get_issuer(&self, org_id: &str, id: &str) -> Result<FederationIssuer> {
         let row = sqlx::query("SELECT * FROM federation_issuers WHERE id = $1 AND org_id = $2")
-            .bind(id).bind(org_id).fetch_optional(&self.db().pool).await?
-            .ok_or_else(|| ControlError::NotFound { kind: "federation issuer", id: id.into() })?;
+            .bind(id)
+            .bind(org_id)
+            .fetch_optional(&self.db().pool)
+            .await?
+            .ok_or_else(|| ControlError::NotFound {
+                kind: "federation issuer",
+                id: id.into(),
+            })?;
         issuer_from_row(&row)
     }
 
     pub async fn list_issuers(&self, org_id: &str) -> Result<Vec<FederationIssuer>> {
-        let rows = sqlx::query("SELECT * FROM federation_issuers WHERE org_id = $1 ORDER BY seq DESC")
-            .bind(org_id).fetch_all(&self.db().pool).await?;
+        let rows =
+            sqlx::query("SELECT * FROM federation_issuers WHERE org_id = $1 ORDER BY seq DESC")
+                .bind(org_id)
+                .fetch_all(&self.db().pool)
+                .await?;
         rows.iter().map(issuer_from_row).collect()
     }
 
     pub async fn create_rule(&self, by: &Actor, new: NewRule) -> Result<FederationRule> {
-        let issuer = self.get_issuer(&by.org_id, &new.issuer_id).await
+        let issuer = self
+            .get_issuer(&by.org_id, &new.issuer_id)
+            .await
             .map_err(|_| invalid(format!("issuer_id: no federation issuer {}", new.issuer_id)))?;
         if issuer.archived_at.is_some() {
-            return Err(invalid(format!("issuer_id: federation issuer {} is archived", issuer.id)));
+            return Err(invalid(format!(
+                "issuer_id: federation issuer {} is archived",
+                issuer.id
+            )));
         }
         if new.subject.is_empty() || new.audience.is_empty() {
-            return Err(invalid("subject and audience must not be empty (they are compared byte for byte)"));
+            return Err(invalid(
+                "subject and audience must not be empty (they are compared byte for byte)",
+            ));
         }
-        let sa_ok = self.list_service_accounts(&by.org_id).await?.iter()
+        let sa_ok = self
+            .list_service_accounts(&by.org_id)
+            .await?
+            .iter()
             .any(|s| s.id == new.service_account_id && s.archived_at.is_none());
         if !sa_ok {
-            return Err(invalid(format!("service_account_id: no service account {}", new.service_account_id)));
+            return Err(invalid(format!(
+                "service_account_id: no service account {}",
+                new.service_account_id
+            )));
         }
         let workspace_id = match new.workspace_id.as_deref() {
             None | Some("default") => self.default_workspace(&by.org_id).await?,
             Some(ws) if self.workspace_in_org(&by.org_id, ws).await? => ws.to_owned(),
             Some(ws) => return Err(invalid(format!("workspace_id: no workspace {ws}"))),
         };
-        let scope = new.scope.clone().unwrap_or_else(|| scopes::MANAGE_TUNNELS.into());
+        let scope = new
+            .scope
+            .clone()
+            .unwrap_or_else(|| scopes::MANAGE_TUNNELS.into());
         let parsed = scopes::parse(&scope).map_err(|e| invalid(format!("scope: {e}")))?;
-        if parsed.iter().any(|s| s == scopes::ORG_ADMIN || s == scopes::USE_TUNNELS) {
-            return Err(invalid("scope: federation rules grant workspace:manage_tunnels or workspace:read_tunnels"));
+        if parsed
+            .iter()
+            .any(|s| s == scopes::ORG_ADMIN || s == scopes::USE_TUNNELS)
+        {
+            return Err(invalid(
+                "scope: federation rules grant workspace:manage_tunnels or workspace:read_tunnels",
+            ));
         }
         let lifetime = new.token_lifetime_seconds.unwrap_or(DEFAULT_TOKEN_LIFETIME);
         if !(MIN_TOKEN_LIFETIME..=MAX_TOKEN_LIFETIME).contains(&lifetime) {
-            return Err(invalid(format!("token_lifetime_seconds must be between {MIN_TOKEN_LIFETIME} and {MAX_TOKEN_LIFETIME} (got {lifetime})")));
+            return Err(invalid(format!(
+                "token_lifetime_seconds must be between {MIN_TOKEN_LIFETIME} and {MAX_TOKEN_LIFETIME} (got {lifetime})"
+            )));
         }
         let id = ids::new_id("fdrl");
         let now = now_ms();
@@ -290,14 +383,23 @@ impl ControlStore {
 
     pub async fn get_rule(&self, org_id: &str, id: &str) -> Result<FederationRule> {
         let row = sqlx::query("SELECT * FROM federation_rules WHERE id = $1 AND org_id = $2")
-            .bind(id).bind(org_id).fetch_optional(&self.db().pool).await?
-            .ok_or_else(|| ControlError::NotFound { kind: "federation rule", id: id.into() })?;
+            .bind(id)
+            .bind(org_id)
+            .fetch_optional(&self.db().pool)
+            .await?
+            .ok_or_else(|| ControlError::NotFound {
+                kind: "federation rule",
+                id: id.into(),
+            })?;
         rule_from_row(&row)
     }
 
     pub async fn list_rules(&self, org_id: &str) -> Result<Vec<FederationRule>> {
-        let rows = sqlx::query("SELECT * FROM federation_rules WHERE org_id = $1 ORDER BY seq DESC")
-            .bind(org_id).fetch_all(&self.db().pool).await?;
+        let rows =
+            sqlx::query("SELECT * FROM federation_rules WHERE org_id = $1 ORDER BY seq DESC")
+                .bind(org_id)
+                .fetch_all(&self.db().pool)
+                .await?;
         rows.iter().map(rule_from_row).collect()
     }
 
@@ -309,16 +411,42 @@ impl ControlStore {
             IdentityKind::ServiceAccount => ("service_accounts", "service_account.archive"),
         };
         let mut tx = self.db().write_tx(&by.org_id).await?;
-        let sql = format!("UPDATE {table} SET archived_at = $1 WHERE id = $2 AND org_id = $3 AND archived_at IS NULL");
-        let n = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms()).bind(id).bind(by.org_id.as_str())
-            .execute(&mut *tx).await?.rows_affected();
+        let sql = format!(
+            "UPDATE {table} SET archived_at = $1 WHERE id = $2 AND org_id = $3 AND archived_at IS NULL"
+        );
+        let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms())
+            .bind(id)
+            .bind(by.org_id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if n == 0 {
             let sql = format!("SELECT id FROM {table} WHERE id = $1 AND org_id = $2");
-            if sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(by.org_id.as_str()).fetch_optional(&mut *tx).await?.is_none() {
-                return Err(ControlError::NotFound { kind: kind.name(), id: id.into() });
+            if sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(by.org_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_none()
+            {
+                return Err(ControlError::NotFound {
+                    kind: kind.name(),
+                    id: id.into(),
+                });
             }
         } else {
-            append(&mut tx, NewEvent { actor: by, action, target: id, reason: None, details: serde_json::json!({}) }).await?;
+            append(
+                &mut tx,
+                NewEvent {
+                    actor: by,
+                    action,
+                    target: id,
+                    reason: None,
+                    details: serde_json::json!({}),
+                },
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -326,8 +454,14 @@ impl ControlStore {
 
     /// Whether a service account is live.
     pub async fn service_account_active(&self, org_id: &str, id: &str) -> Result<bool> {
-        Ok(sqlx::query("SELECT id FROM service_accounts WHERE id = $1 AND org_id = $2 AND archived_at IS NULL")
-            .bind(id).bind(org_id).fetch_optional(&self.db().pool).await?.is_some())
+        Ok(sqlx::query(
+            "SELECT id FROM service_accounts WHERE id = $1 AND org_id = $2 AND archived_at IS NULL",
+        )
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&self.db().pool)
+        .await?
+        .is_some())
     }
 }
 

@@ -102,7 +102,11 @@ impl ControlStore {
         let id = TunnelId::parse(tunnel_id)
             .map_err(|e| ControlError::Corrupt(format!("tunnel id {tunnel_id}: {e}")))?;
         let s = self.settings();
-        Ok(TunnelToken::generate(id, s.edge_addr.clone(), s.edge_ca_pin))
+        Ok(TunnelToken::generate(
+            id,
+            s.edge_addr.clone(),
+            s.edge_ca_pin,
+        ))
     }
 
     /// Creates a tunnel in the actor's workspace with a fresh domain and token.
@@ -162,7 +166,11 @@ impl ControlStore {
     /// A domain never used before, by any tunnel, archived or not.
     async fn unused_domain(&self, tx: &mut Tx) -> Result<String> {
         for _ in 0..16 {
-            let domain = format!("{}.{}", ids::new_domain_label(), self.settings().base_domain);
+            let domain = format!(
+                "{}.{}",
+                ids::new_domain_label(),
+                self.settings().base_domain
+            );
             let taken = sqlx::query("SELECT id FROM tunnels WHERE domain = $1")
                 .bind(domain.as_str())
                 .fetch_optional(&mut **tx)
@@ -225,7 +233,12 @@ impl ControlStore {
 
     /// Locks nothing by itself: call inside a write transaction. Fails when the tunnel
     /// is not in the actor's workspace.
-    async fn tunnel_in_tx(&self, tx: &mut Tx, by: &Actor, id: &str) -> Result<(String, Option<i64>)> {
+    async fn tunnel_in_tx(
+        &self,
+        tx: &mut Tx,
+        by: &Actor,
+        id: &str,
+    ) -> Result<(String, Option<i64>)> {
         let row = sqlx::query(
             "SELECT token_id, archived_at FROM tunnels WHERE id = $1 AND org_id = $2 AND workspace_id = $3",
         )
@@ -271,9 +284,12 @@ impl ControlStore {
                 },
             )
             .await?;
-            self.notify_in_tx(&mut tx, &StoreEvent::TunnelArchived {
-                tunnel_id: parse_id(id)?,
-            })
+            self.notify_in_tx(
+                &mut tx,
+                &StoreEvent::TunnelArchived {
+                    tunnel_id: parse_id(id)?,
+                },
+            )
             .await?;
             tx.commit().await?;
             self.announce(StoreEvent::TunnelArchived {

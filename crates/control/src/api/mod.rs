@@ -1,0 +1,230 @@
+//! The HTTP API: the Tunnels API (SPEC §7.1), the token exchange (§7.2), and our admin
+//! and audit extensions, served over HTTPS (the official SDKs require it) or plain HTTP
+//! behind a TLS-terminating balancer.
+
+mod admin;
+pub mod auth;
+mod error;
+mod extract;
+mod oauth;
+mod tunnels;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use jsonwebtoken::jwk::JwkSet;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service as _;
+
+pub use auth::{API_VERSION, FEDERATION_BETA, SourceAddr, TUNNELS_BETA};
+pub use error::ApiError;
+
+use crate::http_client::HttpClient;
+use crate::store::ControlStore;
+
+/// Largest request body (a CA PEM is at most 8 KB).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Shared by every request.
+#[derive(Debug)]
+pub struct ApiState {
+    pub store: ControlStore,
+    http: HttpClient,
+    limiter: auth::FailureLimiter,
+    jwks_cache: Mutex<HashMap<String, (Instant, JwkSet)>>,
+}
+
+impl ApiState {
+    /// `http` fetches issuers' JWKS; `failed_auth_per_minute` bounds failed
+    /// authentications per source address before it gets 429.
+    pub fn new(store: ControlStore, http: HttpClient, failed_auth_per_minute: u32) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            http,
+            limiter: auth::FailureLimiter::new(failed_auth_per_minute, Duration::from_secs(60)),
+            jwks_cache: Mutex::default(),
+        })
+    }
+}
+
+/// Every route.
+pub fn router(state: Arc<ApiState>) -> Router {
+    use admin as a;
+    use tunnels as t;
+    Router::new()
+        .route("/v1/tunnels", post(t::create).get(t::list))
+        .route("/v1/tunnels/{id}", get(t::get))
+        .route("/v1/tunnels/{id}/archive", post(t::archive))
+        .route("/v1/tunnels/{id}/reveal_token", post(t::reveal_token))
+        .route("/v1/tunnels/{id}/rotate_token", post(t::rotate_token))
+        .route(
+            "/v1/tunnels/{id}/certificates",
+            post(t::add_certificate).get(t::list_certificates),
+        )
+        .route(
+            "/v1/tunnels/{id}/certificates/{cid}",
+            get(t::get_certificate),
+        )
+        .route(
+            "/v1/tunnels/{id}/certificates/{cid}/archive",
+            post(t::archive_certificate),
+        )
+        .route("/v1/oauth/token", post(oauth::token))
+        .route(
+            "/v1/admin/workspaces",
+            get(a::list_workspaces).post(a::create_workspace),
+        )
+        .route(
+            "/v1/admin/service_accounts",
+            get(a::list_service_accounts).post(a::create_service_account),
+        )
+        .route(
+            "/v1/admin/service_accounts/{id}/archive",
+            post(a::archive_service_account),
+        )
+        .route(
+            "/v1/admin/federation/issuers",
+            get(a::list_issuers).post(a::create_issuer),
+        )
+        .route(
+            "/v1/admin/federation/issuers/{id}/archive",
+            post(a::archive_issuer),
+        )
+        .route(
+            "/v1/admin/federation/rules",
+            get(a::list_rules).post(a::create_rule),
+        )
+        .route(
+            "/v1/admin/federation/rules/{id}/archive",
+            post(a::archive_rule),
+        )
+        .route(
+            "/v1/admin/api_keys",
+            get(a::list_api_keys).post(a::create_api_key),
+        )
+        .route("/v1/admin/api_keys/{id}/revoke", post(a::revoke_api_key))
+        .route(
+            "/v1/admin/client_keys",
+            get(a::list_client_keys).post(a::create_client_key),
+        )
+        .route(
+            "/v1/admin/client_keys/{id}/revoke",
+            post(a::revoke_client_key),
+        )
+        .route("/v1/audit_events", get(a::list_audit))
+        .route("/v1/audit_events/export", get(a::export_audit))
+        .route("/v1/audit_events/verify", get(a::verify_audit))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|req: axum::extract::Request| async move {
+            ApiError::NotFound(format!("no endpoint {} {}", req.method(), req.uri().path()))
+        })
+        .method_not_allowed_fallback(|req: axum::extract::Request| async move {
+            ApiError::MethodNotAllowed(format!(
+                "method {} is not allowed on {}",
+                req.method(),
+                req.uri().path()
+            ))
+        })
+        .layer(axum::middleware::from_fn(request_id))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Every response carries a `request-id`, which the SDKs attach to their errors.
+async fn request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let id = crate::ids::new_id("req");
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = next.run(req).await;
+    tracing::debug!(request_id = %id, %method, %path, status = resp.status().as_u16(), "api request");
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("request-id", v);
+    }
+    resp
+}
+
+/// Serves `router` on `listener` until `stop`, over TLS when `tls` is given (ALPN h2 and
+/// http/1.1). Each request carries the peer address as a [`SourceAddr`] extension.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    stop: CancellationToken,
+) {
+    let acceptor = tls.map(|c| {
+        let mut c = (*c).clone();
+        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(c))
+    });
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "api accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            match acceptor {
+                Some(a) => {
+                    let tls =
+                        match tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "api TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    serve_conn(TokioIo::new(tls), peer, router, stop).await;
+                }
+                None => serve_conn(TokioIo::new(tcp), peer, router, stop).await,
+            }
+        });
+    }
+}
+
+async fn serve_conn<I>(io: I, peer: SocketAddr, router: Router, stop: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(SourceAddr(peer));
+            let mut router = router.clone();
+            async move { router.call(req.map(axum::body::Body::new)).await }
+        });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "api connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}

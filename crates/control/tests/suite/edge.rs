@@ -1,0 +1,216 @@
+//! The store as the edge sees it: domains, tokens, client keys, connections, events.
+
+use mcp_tunnel_control::ControlStore;
+use mcp_tunnel_edge::store::{ConnectionRecord, EdgeStore};
+use mcp_tunnel_edge::{StoreEvent, TokenCheck};
+use mcp_tunnel_pki::crypto::Secret;
+use mcp_tunnel_proto::{TunnelId, TunnelToken};
+use serde_json::json;
+
+use crate::common::{Backend, Harness, good_ca};
+
+async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<StoreEvent>, want: &StoreEvent) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("event within 5s")
+            .unwrap();
+        if &ev == want {
+            return;
+        }
+    }
+}
+
+pub async fn edge_view(b: Backend) {
+    let h = Harness::start(b).await;
+    let store: &ControlStore = &h.store;
+    let mut events = store.subscribe();
+    let t = h.create_tunnel("edge").await;
+    let id = TunnelId::parse(t["id"].as_str().unwrap()).unwrap();
+    let domain = t["domain"].as_str().unwrap();
+
+    let rec = store.tunnel_by_domain(domain).await.unwrap().unwrap();
+    assert_eq!(rec.id, id);
+    assert!(!rec.has_active_ca && !rec.archived);
+    assert_eq!(rec.workspace_id.0, h.boot.workspace_id);
+    assert!(
+        store
+            .tunnel_by_domain(&format!("x.{domain}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    h.admin(
+        "POST",
+        &format!("/v1/tunnels/{id}/certificates"),
+        Some(json!({"ca_certificate_pem": good_ca("e")})),
+    )
+    .await;
+    assert!(
+        store
+            .tunnel_by_id(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .has_active_ca
+    );
+
+    let token = h
+        .admin("POST", &format!("/v1/tunnels/{id}/reveal_token"), None)
+        .await;
+    let old = TunnelToken::parse(token["tunnel_token"].as_str().unwrap()).unwrap();
+    assert!(matches!(
+        store.verify_token(&id, &old.secret).await.unwrap(),
+        TokenCheck::Valid(_)
+    ));
+    assert_eq!(
+        store
+            .verify_token(&id, &Secret::new("wrong"))
+            .await
+            .unwrap(),
+        TokenCheck::Rejected
+    );
+    let other = TunnelId::parse("tnl_unknown").unwrap();
+    assert_eq!(
+        store.verify_token(&other, &old.secret).await.unwrap(),
+        TokenCheck::Rejected
+    );
+
+    // Connections registered by the edge show in the API.
+    let conn = ConnectionRecord {
+        tunnel_id: id.clone(),
+        connection_id: format!("c-{}", t["id"].as_str().unwrap()),
+        edge_id: "edge-a".into(),
+        conn_index: 0,
+        peer: "127.0.0.1:5555".parse().unwrap(),
+    };
+    store.connection_registered(&conn).await.unwrap();
+    assert_eq!(
+        h.admin("GET", &format!("/v1/tunnels/{id}"), None).await["connections"],
+        1
+    );
+    store.connection_unregistered(&conn).await.unwrap();
+    assert_eq!(
+        h.admin("GET", &format!("/v1/tunnels/{id}"), None).await["connections"],
+        0
+    );
+
+    let rotated = h
+        .admin("POST", &format!("/v1/tunnels/{id}/rotate_token"), None)
+        .await;
+    next_event(
+        &mut events,
+        &StoreEvent::TokenRotated {
+            tunnel_id: id.clone(),
+        },
+    )
+    .await;
+    let new = TunnelToken::parse(rotated["tunnel_token"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        store.verify_token(&id, &old.secret).await.unwrap(),
+        TokenCheck::Rejected
+    );
+    assert!(matches!(
+        store.verify_token(&id, &new.secret).await.unwrap(),
+        TokenCheck::Valid(_)
+    ));
+
+    h.admin("POST", &format!("/v1/tunnels/{id}/archive"), None)
+        .await;
+    next_event(
+        &mut events,
+        &StoreEvent::TunnelArchived {
+            tunnel_id: id.clone(),
+        },
+    )
+    .await;
+    assert_eq!(
+        store.verify_token(&id, &new.secret).await.unwrap(),
+        TokenCheck::Archived
+    );
+    assert_eq!(
+        store.verify_token(&id, &old.secret).await.unwrap(),
+        TokenCheck::Rejected
+    );
+    let rec = store.tunnel_by_domain(domain).await.unwrap().unwrap();
+    assert!(rec.archived && !rec.has_active_ca);
+
+    // Client access keys.
+    let ck = h
+        .admin(
+            "POST",
+            "/v1/admin/client_keys",
+            Some(json!({"name": "agent"})),
+        )
+        .await;
+    let key = Secret::new(ck["key"].as_str().unwrap());
+    let ident = store.verify_client_key(&key).await.unwrap().unwrap();
+    assert_eq!(ident.workspace_id.0, h.boot.workspace_id);
+    assert!(ident.has_scope("workspace:use_tunnels"));
+    assert_eq!(ident.key_id, ck["id"].as_str().unwrap());
+    // An API key is not a client key.
+    assert!(
+        store
+            .verify_client_key(&Secret::new(h.admin.clone()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    h.admin(
+        "POST",
+        &format!(
+            "/v1/admin/client_keys/{}/revoke",
+            ck["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert!(store.verify_client_key(&key).await.unwrap().is_none());
+}
+
+/// Two stores on one database (two replicas): an archive on one reaches the other's
+/// subscribers within a second. Only meaningful on PostgreSQL.
+pub async fn replicas_see_revocations(b: Backend) {
+    if b != Backend::Postgres {
+        return;
+    }
+    let h = Harness::start(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::common::open_db(b, dir.path()).await;
+    let master = mcp_tunnel_control::MasterKey::generate();
+    let replica = ControlStore::new(db, master, crate::common::settings(10));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _task = replica.listen(stop.clone());
+    let mut rx = replica.subscribe();
+    // Give LISTEN a moment to be in place.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let t = h.create_tunnel("replicated").await;
+    let id = TunnelId::parse(t["id"].as_str().unwrap()).unwrap();
+    let started = std::time::Instant::now();
+    h.admin("POST", &format!("/v1/tunnels/{id}/rotate_token"), None)
+        .await;
+    next_event(
+        &mut rx,
+        &StoreEvent::TokenRotated {
+            tunnel_id: id.clone(),
+        },
+    )
+    .await;
+    h.admin("POST", &format!("/v1/tunnels/{id}/archive"), None)
+        .await;
+    next_event(
+        &mut rx,
+        &StoreEvent::TunnelArchived {
+            tunnel_id: id.clone(),
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(replica.tunnel_by_id(&id).await.unwrap().unwrap().archived);
+    stop.cancel();
+}
