@@ -1,11 +1,15 @@
-//! `mcp-tunnel-bench proxy`: a small MCP `tools/call` and a bulk download, each measured
-//! straight to the upstream (the baseline) and through the real `mcp-tunnel proxy`
-//! process (WebSocket + inner TLS), in the same run, with the ratio between them.
+//! Benchmarks of the tunnel path against a direct connection, measured in the same run:
+//! - `proxy`: a small MCP `tools/call` and a bulk download straight to the upstream (the
+//!   baseline) and through the real `mcp-tunnel proxy` process (WebSocket + inner TLS);
+//! - `tunnel`: the same through the whole path (client → edge → connector → proxy), plus
+//!   memory per idle session in each process and connector start-to-ready time.
 //!
-//! The upstream is a minimal MCP responder written here on hyper, so the figures show the
-//! proxy's cost rather than a Python server's. Build in release mode:
-//! `cargo run --release -p mcp-tunnel-bench -- proxy`.
+//! The upstream is a minimal MCP responder written here on hyper, so the figures show our
+//! cost rather than a Python server's. Build in release mode:
+//! `cargo build --release -p mcp-tunnel -p mcp-tunnel-bench`, then
+//! `target/release/mcp-tunnel-bench proxy` or `… tunnel`.
 
+mod tunnel;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -22,26 +26,32 @@ use mcp_tunnel_testutil::logs::LoggedChild;
 use mcp_tunnel_testutil::pki::TestPki;
 use tokio::net::TcpStream;
 
-const DOMAIN: &str = "bench000.tunnel.test";
+pub(crate) const DOMAIN: &str = "bench000.tunnel.test";
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":40,"b":2}}}"#;
 
 #[derive(Debug, Parser)]
-struct Args {
-    /// What to measure (only `proxy` for now).
+pub(crate) struct Args {
+    /// What to measure: `proxy` or `tunnel`.
     #[arg(default_value = "proxy")]
-    what: String,
+    pub(crate) what: String,
+    /// Idle sessions opened for the memory measurement (`tunnel`).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) idle_sessions: usize,
     /// Seconds per latency/throughput phase.
     #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    pub(crate) seconds: u64,
     /// Size of the bulk response, in MiB.
     #[arg(long, default_value_t = 100)]
-    bulk_mib: u64,
+    pub(crate) bulk_mib: u64,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.what != "proxy" {
-        bail!("unknown benchmark {:?} (available: proxy)", args.what);
+    if args.what != "proxy" && args.what != "tunnel" {
+        bail!(
+            "unknown benchmark {:?} (available: proxy, tunnel)",
+            args.what
+        );
     }
     // The upstream gets its own thread and runtime so the load generator does not
     // starve it; the proxy is its own process.
@@ -62,6 +72,9 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
+    if args.what == "tunnel" {
+        return rt.block_on(tunnel::run(args, upstream));
+    }
     rt.block_on(run(args, upstream))
 }
 
@@ -168,7 +181,7 @@ fn listening_port(pid: u32) -> Option<SocketAddr> {
 }
 
 /// Something that sends requests: a plain HTTP/1.1 connection or a tunnel session.
-enum Conn {
+pub(crate) enum Conn {
     Direct(hyper::client::conn::http1::SendRequest<ClientBody>),
     Tunnel(Session),
 }
@@ -188,7 +201,7 @@ impl Conn {
     }
 }
 
-async fn direct_conn(addr: SocketAddr) -> anyhow::Result<Conn> {
+pub(crate) async fn direct_conn(addr: SocketAddr) -> anyhow::Result<Conn> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let (sender, conn) =
@@ -206,7 +219,6 @@ async fn proxy_conn(addr: SocketAddr, tls: InnerTls) -> anyhow::Result<Conn> {
 
 fn call_request() -> Request<ClientBody> {
     Request::post("/mcp")
-        .header("host", format!("mcp.{DOMAIN}"))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .body(
@@ -217,14 +229,14 @@ fn call_request() -> Request<ClientBody> {
         .unwrap()
 }
 
-struct Stats {
+pub(crate) struct Stats {
     rps: f64,
     p50: Duration,
     p99: Duration,
 }
 
 /// `conc` connections, each sending tools/call back to back for `secs` (after a warm-up).
-async fn load<F, Fut>(conc: usize, secs: Duration, connect: F) -> anyhow::Result<Stats>
+pub(crate) async fn load<F, Fut>(conc: usize, secs: Duration, connect: F) -> anyhow::Result<Stats>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Conn>>,
@@ -265,7 +277,7 @@ where
     })
 }
 
-async fn one(c: &mut Conn) -> anyhow::Result<()> {
+pub(crate) async fn one(c: &mut Conn) -> anyhow::Result<()> {
     let resp = c.send(call_request()).await?;
     if resp.status() != 200 {
         bail!("status {}", resp.status());
@@ -277,14 +289,12 @@ async fn one(c: &mut Conn) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bulk(mut c: Conn, size: u64) -> anyhow::Result<f64> {
-    let req = Request::get(format!("/bytes?size={size}"))
-        .header("host", format!("mcp.{DOMAIN}"))
-        .body(
-            Full::new(Bytes::new())
-                .map_err(|n| match n {})
-                .boxed_unsync(),
-        )?;
+pub(crate) async fn bulk(mut c: Conn, size: u64) -> anyhow::Result<f64> {
+    let req = Request::get(format!("/bytes?size={size}")).body(
+        Full::new(Bytes::new())
+            .map_err(|n| match n {})
+            .boxed_unsync(),
+    )?;
     let start = Instant::now();
     let resp = c.send(req).await?;
     let mut body = resp.into_body();
@@ -300,7 +310,7 @@ async fn bulk(mut c: Conn, size: u64) -> anyhow::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64() / 1e6)
 }
 
-fn row(case: &str, path: &str, s: &Stats, base: Option<&Stats>) {
+pub(crate) fn row(case: &str, path: &str, s: &Stats, base: Option<&Stats>) {
     let ratio = base.map_or(1.0, |b| s.rps / b.rps);
     println!(
         "| {case} | {path} | {:.0} | {} | {} | {ratio:.2} |",
@@ -317,11 +327,11 @@ fn row(case: &str, path: &str, s: &Stats, base: Option<&Stats>) {
     }
 }
 
-fn num_cpus() -> usize {
+pub(crate) fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

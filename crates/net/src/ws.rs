@@ -22,11 +22,16 @@ use tokio_tungstenite::tungstenite::{self, Message};
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// WebSocket settings used on both ends of the inner-TLS channel.
+///
+/// tungstenite's default read buffer is 128 KiB allocated up front per connection, which
+/// made an idle session cost ~150 KiB in the proxy; 16 KiB (one TLS record plus framing)
+/// keeps idle sessions cheap and costs little in bulk throughput (docs/PERFORMANCE.md).
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
-        .write_buffer_size(64 * 1024)
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
 }
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).

@@ -55,13 +55,19 @@ impl ProxyHarness {
     /// Starts a proxy with `body` (YAML) added to a config that sets the listener, admin
     /// listener and TLS files. `body` must contain `routes`.
     pub async fn start(body: &str) -> Self {
+        Self::start_at_level(body, "debug").await
+    }
+
+    /// Like [`ProxyHarness::start`] with another `log_level` (benchmarks use `info`, what
+    /// a deployment runs).
+    pub async fn start_at_level(body: &str, log_level: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::new(dir.path(), DOMAIN);
         let config = dir.path().join("config.yaml");
         std::fs::write(
             &config,
             format!(
-                "listen_addr: \"127.0.0.1:0\"\nadmin_addr: \"127.0.0.1:0\"\ntunnel_domain: {DOMAIN}\nlog_level: debug\ntls:\n  cert_file: {}\n  key_file: {}\n  reload_interval: 200ms\n{body}",
+                "listen_addr: \"127.0.0.1:0\"\nadmin_addr: \"127.0.0.1:0\"\ntunnel_domain: {DOMAIN}\nlog_level: {log_level}\ntls:\n  cert_file: {}\n  key_file: {}\n  reload_interval: 200ms\n{body}",
                 pki.cert_file.display(),
                 pki.key_file.display()
             ),

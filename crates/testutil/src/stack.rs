@@ -50,9 +50,9 @@ impl Stack {
         edge_args: &[&str],
         ha: usize,
     ) -> Self {
-        let proxy = ProxyHarness::start(&format!(
+        let proxy = ProxyHarness::start_at_level(&format!(
             "routes:\n  mcp: {upstream}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\"]\n{proxy_extra}"
-        ))
+        ), "info")
         .await;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
