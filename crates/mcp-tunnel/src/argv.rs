@@ -6,7 +6,21 @@ use std::ffi::OsString;
 /// Long flags that may be spelled with one dash.
 const GO_STYLE_FLAGS: &[&str] = &["config", "tunnel-domain", "token", "token-file", "url"];
 
+/// Invoked as `setup` (the image links `/setup` to the binary), act as `mcp-tunnel setup`.
+fn dispatch_on_name(mut args: Vec<OsString>) -> Vec<OsString> {
+    let called_as_setup = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "setup");
+    if called_as_setup {
+        args[0] = OsString::from("mcp-tunnel");
+        args.insert(1, OsString::from("setup"));
+    }
+    args
+}
+
 pub fn go_style(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let args = dispatch_on_name(args.into_iter().collect());
     let mut out = Vec::new();
     let mut rest_is_positional = false;
     for arg in args {
@@ -44,6 +58,18 @@ mod tests {
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn called_as_setup_means_the_setup_command() {
+        assert_eq!(
+            run(&["/setup", "init", "-config", "x"]),
+            ["mcp-tunnel", "setup", "init", "--config", "x"]
+        );
+        assert_eq!(
+            run(&["/usr/bin/mcp-tunnel", "proxy"]),
+            ["/usr/bin/mcp-tunnel", "proxy"]
+        );
     }
 
     #[test]

@@ -29,6 +29,18 @@ enum Command {
     Edge(commands::edge::EdgeArgs),
     /// One-shot MCP call through a tunnel session (list tools, or call one).
     Call(commands::call::CallArgs),
+    /// GET a local health endpoint; exit 0 on 2xx (for images without a shell).
+    Healthcheck(commands::healthcheck::HealthcheckArgs),
+    /// The Tunnels API, token exchange, admin and audit endpoints (operator side).
+    Api(commands::api::ApiArgs),
+    /// Edge and API in one process over one store; `server init` bootstraps it.
+    Server(commands::server::ServerArgs),
+    /// Create, list, archive tunnels; reveal and rotate their tokens (Tunnels API).
+    Tunnels(commands::tunnels::TunnelsArgs),
+    /// Add, list, archive a tunnel's CA certificates (Tunnels API).
+    Certs(commands::certs::CertsArgs),
+    /// Workspaces, service accounts, federation, keys and the audit log (org:admin).
+    Admin(commands::admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +61,12 @@ fn main() -> ExitCode {
             Command::Connector(args) => commands::connector::run(args).await,
             Command::Edge(args) => commands::edge::run(args).await,
             Command::Call(args) => commands::call::run(args).await,
+            Command::Healthcheck(args) => commands::healthcheck::run(args).await,
+            Command::Api(args) => commands::api::run(args).await,
+            Command::Server(args) => commands::server::run(args).await,
+            Command::Tunnels(args) => commands::tunnels::run(args).await,
+            Command::Certs(args) => commands::certs::run(args).await,
+            Command::Admin(args) => commands::admin::run(args).await,
         }
     });
     match result {

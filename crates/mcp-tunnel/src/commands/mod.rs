@@ -1,6 +1,12 @@
 //! One module per subcommand.
 
+pub mod admin;
+pub mod api;
 pub mod call;
+pub mod certs;
 pub mod connector;
 pub mod edge;
+pub mod healthcheck;
 pub mod proxy;
+pub mod server;
+pub mod tunnels;

@@ -1,0 +1,182 @@
+//! `mcp-tunnel server`: the edge and the API in one process over one store (SQLite by
+//! default), and `mcp-tunnel server init`, which bootstraps the data directory.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use mcp_tunnel_control::launch::{self, EDGE_CERT, EDGE_KEY, InitOptions};
+use mcp_tunnel_edge::{Edge, EdgeConfig, EdgeListeners, EdgeTls, server_config_from_files};
+use tokio_util::sync::CancellationToken;
+
+use super::api::{ControlArgs, bind};
+use crate::logging;
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    command: Option<ServerCommand>,
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Where connectors connect (TLS, ALPN mcpt/1).
+    #[arg(long, default_value = ":7844")]
+    connector_listen: String,
+    /// Where MCP clients connect (HTTPS/WSS).
+    #[arg(long, default_value = ":9443")]
+    client_listen: String,
+    /// Edge health (/healthz) and metrics (/metrics).
+    #[arg(long)]
+    edge_admin_listen: Option<String>,
+    /// Edge certificate chain; defaults to <data-dir>/edge.pem.
+    #[arg(long)]
+    edge_tls_cert: Option<PathBuf>,
+    /// Edge private key; defaults to <data-dir>/edge.key.
+    #[arg(long)]
+    edge_tls_key: Option<PathBuf>,
+    /// Name of this replica (distinct per replica); random when absent.
+    #[arg(long)]
+    edge_id: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ServerCommand {
+    /// Create the organization, default workspace, admin API key, master key and TLS
+    /// material. Secrets are printed once; files holding them are mode 0600.
+    Init(InitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    #[arg(long, env = "MCP_TUNNEL_DATA_DIR", default_value = "mcp-tunnel-data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "MCP_TUNNEL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Tunnel domains are <8 chars>.<base-domain>.
+    #[arg(long)]
+    base_domain: String,
+    /// host:port of the edge's connector listener, written into every tunnel token.
+    #[arg(long)]
+    edge_address: String,
+    #[arg(long, default_value = "default")]
+    org_name: String,
+    /// Extra DNS names or IPs for the API certificate (localhost and 127.0.0.1 always).
+    #[arg(long = "api-host")]
+    api_hosts: Vec<String>,
+    #[arg(long, default_value_t = 10)]
+    max_tunnels: u32,
+    /// Also write the admin API key to this file (mode 0600), for automation.
+    #[arg(long)]
+    admin_key_file: Option<PathBuf>,
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(ServerCommand::Init(init)) => run_init(init).await,
+        None => run_server(args).await,
+    }
+}
+
+async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
+    let report = launch::init(&InitOptions {
+        data_dir: a.data_dir.clone(),
+        database_url: a.database_url.clone(),
+        org_name: a.org_name.clone(),
+        base_domain: a.base_domain.clone(),
+        edge_address: a.edge_address.clone(),
+        api_hosts: a.api_hosts.clone(),
+        max_tunnels_per_org: a.max_tunnels,
+    })
+    .await?;
+    if let Some(path) = &a.admin_key_file {
+        write_secret(path, report.admin_key.expose())?;
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Initialised {}", a.data_dir.display())?;
+    writeln!(out, "organization_id: {}", report.config.organization_id)?;
+    writeln!(out, "workspace_id:    {}", report.config.workspace_id)?;
+    writeln!(out, "base_domain:     {}", report.config.base_domain)?;
+    writeln!(out, "edge_address:    {}", report.config.edge_address)?;
+    writeln!(
+        out,
+        "admin API key ({}), shown once, store it now:",
+        report.admin_key_id
+    )?;
+    writeln!(out, "{}", report.admin_key.expose())?;
+    for f in &report.files {
+        writeln!(out, "wrote {}", f.display())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_secret(path: &std::path::Path, value: &str) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("--admin-key-file {}", path.display()))?;
+    f.write_all(format!("{value}\n").as_bytes())?;
+    Ok(())
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    logging::init(&args.control.loglevel, logging::Format::Json);
+    let stop = CancellationToken::new();
+    let store = super::api::start(&args.control, &stop).await?;
+    let dir = &args.control.data_dir;
+    let cert = args
+        .edge_tls_cert
+        .clone()
+        .unwrap_or_else(|| dir.join(EDGE_CERT));
+    let key = args
+        .edge_tls_key
+        .clone()
+        .unwrap_or_else(|| dir.join(EDGE_KEY));
+    let tls = server_config_from_files(&cert, &key)?;
+    let edge_id = args
+        .edge_id
+        .clone()
+        .unwrap_or_else(|| mcp_tunnel_control::ids::new_id("edge"));
+    let stale = store.forget_edge_connections(&edge_id).await?;
+    let listeners = EdgeListeners {
+        connector: bind("connector-listen", &args.connector_listen).await?,
+        client: bind("client-listen", &args.client_listen).await?,
+        admin: match &args.edge_admin_listen {
+            Some(a) => Some(bind("edge-admin-listen", a).await?),
+            None => None,
+        },
+    };
+    tracing::info!(
+        edge_id = %edge_id,
+        connector = %listeners.connector.local_addr()?,
+        client = %listeners.client.local_addr()?,
+        stale_connections_forgotten = stale,
+        "edge listening"
+    );
+    let edge = Edge::start(
+        EdgeConfig {
+            edge_id: edge_id.clone(),
+            ..EdgeConfig::default()
+        },
+        EdgeTls {
+            connector: tls.clone(),
+            client: Some(tls),
+        },
+        listeners,
+        Arc::new(store.clone()),
+    );
+    super::proxy::wait_for_signal().await;
+    tracing::info!("shutting down");
+    edge.shutdown().await;
+    stop.cancel();
+    let _ = store.forget_edge_connections(&edge_id).await;
+    store.db().close().await;
+    Ok(ExitCode::SUCCESS)
+}
