@@ -3,10 +3,12 @@
 //! API keys, client access keys and the hash-chained audit log.
 
 pub mod api;
+pub mod client;
 pub mod db;
 pub mod http_client;
 pub mod ids;
 pub mod jwt;
+pub mod launch;
 pub mod scopes;
 pub mod seal;
 pub mod store;

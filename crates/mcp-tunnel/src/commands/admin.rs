@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use mcp_tunnel_control::client::Method;
 use mcp_tunnel_control::client::ApiClient;
+use mcp_tunnel_control::client::Method;
 use serde_json::{Value, json};
 
 use super::tunnels::{ClientArgs, print_json, print_table, rows, seg};
@@ -69,7 +69,9 @@ enum Issuers {
         #[arg(long)]
         name: Option<String>,
     },
-    Archive { id: String },
+    Archive {
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -97,7 +99,9 @@ enum Rules {
         #[arg(long)]
         name: Option<String>,
     },
-    Archive { id: String },
+    Archive {
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -118,7 +122,9 @@ enum Keys {
         #[arg(long)]
         expires_in_seconds: Option<i64>,
     },
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -142,15 +148,35 @@ enum Audit {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     if let AdminCommand::Audit(Audit::Verify { file: Some(f) }) = &args.command {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        return report_verification(serde_json::to_value(mcp_tunnel_control::store::verify_jsonl(&text))?, args.client.json);
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        return report_verification(
+            serde_json::to_value(mcp_tunnel_control::store::verify_jsonl(&text))?,
+            args.client.json,
+        );
     }
     let c = args.client.client()?;
     let j = args.client.json;
     match args.command {
-        AdminCommand::Workspaces(cmd) => simple(&c, "/v1/admin/workspaces", cmd, &["id", "name", "is_default", "created_at"], j).await,
+        AdminCommand::Workspaces(cmd) => {
+            simple(
+                &c,
+                "/v1/admin/workspaces",
+                cmd,
+                &["id", "name", "is_default", "created_at"],
+                j,
+            )
+            .await
+        }
         AdminCommand::ServiceAccounts(cmd) => {
-            simple(&c, "/v1/admin/service_accounts", cmd, &["id", "name", "created_at", "archived_at"], j).await
+            simple(
+                &c,
+                "/v1/admin/service_accounts",
+                cmd,
+                &["id", "name", "created_at", "archived_at"],
+                j,
+            )
+            .await
         }
         AdminCommand::Issuers(cmd) => issuers(&c, cmd, j).await,
         AdminCommand::Rules(cmd) => rules(&c, cmd, j).await,
@@ -170,59 +196,139 @@ fn show(items: &[Value], fields: &[&str], json_out: bool) -> anyhow::Result<Exit
 }
 
 async fn list(c: &ApiClient, path: &str) -> anyhow::Result<Vec<Value>> {
-    Ok(c.call(Method::GET, path, None).await?["data"].as_array().cloned().unwrap_or_default())
+    Ok(c.call(Method::GET, path, None).await?["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }
 
-async fn simple(c: &ApiClient, path: &str, cmd: Simple, fields: &[&str], j: bool) -> anyhow::Result<ExitCode> {
+async fn simple(
+    c: &ApiClient,
+    path: &str,
+    cmd: Simple,
+    fields: &[&str],
+    j: bool,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         Simple::List => show(&list(c, path).await?, fields, j),
-        Simple::Create { name } => show(&[c.call(Method::POST, path, Some(json!({"name": name}))).await?], fields, j),
+        Simple::Create { name } => show(
+            &[c.call(Method::POST, path, Some(json!({"name": name})))
+                .await?],
+            fields,
+            j,
+        ),
         Simple::Archive { id } => {
             if path.ends_with("workspaces") {
                 anyhow::bail!("workspaces cannot be archived from the CLI");
             }
-            print_json(&c.call(Method::POST, &format!("{path}/{}/archive", seg(&id)), None).await?)
+            print_json(
+                &c.call(Method::POST, &format!("{path}/{}/archive", seg(&id)), None)
+                    .await?,
+            )
         }
     }
 }
 
 async fn issuers(c: &ApiClient, cmd: Issuers, j: bool) -> anyhow::Result<ExitCode> {
     let path = "/v1/admin/federation/issuers";
-    let fields = ["id", "name", "issuer_url", "jwks_url", "created_at", "archived_at"];
+    let fields = [
+        "id",
+        "name",
+        "issuer_url",
+        "jwks_url",
+        "created_at",
+        "archived_at",
+    ];
     match cmd {
         Issuers::List => show(&list(c, path).await?, &fields, j),
-        Issuers::Create { issuer_url, jwks_file, jwks_url, name } => {
+        Issuers::Create {
+            issuer_url,
+            jwks_file,
+            jwks_url,
+            name,
+        } => {
             let jwks = match jwks_file {
-                Some(f) => Some(serde_json::from_str::<Value>(&std::fs::read_to_string(&f)?).with_context(|| format!("{} is not JSON", f.display()))?),
+                Some(f) => Some(
+                    serde_json::from_str::<Value>(&std::fs::read_to_string(&f)?)
+                        .with_context(|| format!("{} is not JSON", f.display()))?,
+                ),
                 None => None,
             };
-            let body = json!({"issuer_url": issuer_url, "jwks": jwks, "jwks_url": jwks_url, "name": name});
+            let body =
+                json!({"issuer_url": issuer_url, "jwks": jwks, "jwks_url": jwks_url, "name": name});
             show(&[c.call(Method::POST, path, Some(body)).await?], &fields, j)
         }
-        Issuers::Archive { id } => show(&[c.call(Method::POST, &format!("{path}/{}/archive", seg(&id)), None).await?], &fields, j),
+        Issuers::Archive { id } => show(
+            &[
+                c.call(Method::POST, &format!("{path}/{}/archive", seg(&id)), None)
+                    .await?,
+            ],
+            &fields,
+            j,
+        ),
     }
 }
 
 async fn rules(c: &ApiClient, cmd: Rules, j: bool) -> anyhow::Result<ExitCode> {
     let path = "/v1/admin/federation/rules";
-    let fields = ["id", "issuer_id", "subject", "audience", "service_account_id", "workspace_id", "scope", "token_lifetime_seconds", "archived_at"];
+    let fields = [
+        "id",
+        "issuer_id",
+        "subject",
+        "audience",
+        "service_account_id",
+        "workspace_id",
+        "scope",
+        "token_lifetime_seconds",
+        "archived_at",
+    ];
     match cmd {
         Rules::List => show(&list(c, path).await?, &fields, j),
-        Rules::Create { issuer_id, subject, audience, service_account_id, rule_workspace_id, scope, token_lifetime_seconds, name } => {
+        Rules::Create {
+            issuer_id,
+            subject,
+            audience,
+            service_account_id,
+            rule_workspace_id,
+            scope,
+            token_lifetime_seconds,
+            name,
+        } => {
             let body = json!({"issuer_id": issuer_id, "subject": subject, "audience": audience,
                 "service_account_id": service_account_id, "workspace_id": rule_workspace_id, "scope": scope,
                 "token_lifetime_seconds": token_lifetime_seconds, "name": name});
             show(&[c.call(Method::POST, path, Some(body)).await?], &fields, j)
         }
-        Rules::Archive { id } => show(&[c.call(Method::POST, &format!("{path}/{}/archive", seg(&id)), None).await?], &fields, j),
+        Rules::Archive { id } => show(
+            &[
+                c.call(Method::POST, &format!("{path}/{}/archive", seg(&id)), None)
+                    .await?,
+            ],
+            &fields,
+            j,
+        ),
     }
 }
 
 async fn keys(c: &ApiClient, path: &str, cmd: Keys, j: bool) -> anyhow::Result<ExitCode> {
-    let fields = ["id", "name", "scopes", "workspace_id", "created_at", "expires_at", "revoked_at"];
+    let fields = [
+        "id",
+        "name",
+        "scopes",
+        "workspace_id",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+    ];
     match cmd {
         Keys::List => show(&list(c, path).await?, &fields, j),
-        Keys::Create { name, role, scope, key_workspace_id, expires_in_seconds } => {
+        Keys::Create {
+            name,
+            role,
+            scope,
+            key_workspace_id,
+            expires_in_seconds,
+        } => {
             let scopes = (!scope.is_empty()).then_some(scope);
             let body = json!({"name": name, "role": role, "scopes": scopes, "workspace_id": key_workspace_id,
                 "expires_in_seconds": expires_in_seconds});
@@ -232,29 +338,57 @@ async fn keys(c: &ApiClient, path: &str, cmd: Keys, j: bool) -> anyhow::Result<E
             }
             show(std::slice::from_ref(&created), &fields, false)?;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "key (shown once): {}", created["key"].as_str().unwrap_or(""))?;
+            writeln!(
+                out,
+                "key (shown once): {}",
+                created["key"].as_str().unwrap_or("")
+            )?;
             Ok(ExitCode::SUCCESS)
         }
-        Keys::Revoke { id } => show(&[c.call(Method::POST, &format!("{path}/{}/revoke", seg(&id)), None).await?], &fields, j),
+        Keys::Revoke { id } => show(
+            &[
+                c.call(Method::POST, &format!("{path}/{}/revoke", seg(&id)), None)
+                    .await?,
+            ],
+            &fields,
+            j,
+        ),
     }
 }
 
 async fn audit(c: &ApiClient, cmd: Audit, j: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         Audit::List { limit } => {
-            let page = c.call(Method::GET, &format!("/v1/audit_events?limit={limit}"), None).await?;
+            let page = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/audit_events?limit={limit}"),
+                    None,
+                )
+                .await?;
             let items = page["data"].as_array().cloned().unwrap_or_default();
-            show(&items, &["time", "actor", "action", "target", "source", "reason"], j)
+            show(
+                &items,
+                &["time", "actor", "action", "target", "source", "reason"],
+                j,
+            )
         }
         Audit::Export { output } => {
-            let text = c.call_text(Method::GET, "/v1/audit_events/export", None).await?;
+            let text = c
+                .call_text(Method::GET, "/v1/audit_events/export", None)
+                .await?;
             match output {
-                Some(p) => std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?,
+                Some(p) => {
+                    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?
+                }
                 None => std::io::stdout().lock().write_all(text.as_bytes())?,
             }
             Ok(ExitCode::SUCCESS)
         }
-        Audit::Verify { .. } => report_verification(c.call(Method::GET, "/v1/audit_events/verify", None).await?, j),
+        Audit::Verify { .. } => report_verification(
+            c.call(Method::GET, "/v1/audit_events/verify", None).await?,
+            j,
+        ),
     }
 }
 
@@ -267,8 +401,17 @@ fn report_verification(v: Value, j: bool) -> anyhow::Result<ExitCode> {
         if v["valid"] == true {
             writeln!(out, "audit chain valid: {} events", v["events"])?;
         } else {
-            writeln!(out, "audit chain BROKEN after {} good events: {}", v["events"], v["error"].as_str().unwrap_or(""))?;
+            writeln!(
+                out,
+                "audit chain BROKEN after {} good events: {}",
+                v["events"],
+                v["error"].as_str().unwrap_or("")
+            )?;
         }
     }
-    Ok(if v["valid"] == true { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if v["valid"] == true {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
