@@ -51,15 +51,26 @@ pub fn require_beta(headers: &HeaderMap, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The versions the SDKs send are dates; any from the first (2023-06-01) on is accepted,
+/// since the Tunnels API has not changed with them.
 fn require_version(headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get("anthropic-version").map(|v| v.to_str()) {
-        None => Err(ApiError::InvalidRequest(format!(
-            "anthropic-version: header is required (use {API_VERSION})"
-        ))),
-        Some(Ok(API_VERSION)) => Ok(()),
-        Some(_) => Err(ApiError::InvalidRequest(format!(
-            "anthropic-version: unsupported version (supported: {API_VERSION})"
-        ))),
+    let Some(v) = headers.get("anthropic-version") else {
+        return Err(ApiError::InvalidRequest(format!(
+            "anthropic-version: header is required (e.g. {API_VERSION})"
+        )));
+    };
+    let v = v.to_str().unwrap_or("");
+    let is_date = v.len() == 10
+        && v.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if is_date && v >= API_VERSION {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidRequest(format!(
+            "anthropic-version: unsupported version {v:?} (a date from {API_VERSION} on)"
+        )))
     }
 }
 

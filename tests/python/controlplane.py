@@ -1,0 +1,131 @@
+"""A control plane for the tests: `mcp-tunnel server init` then `mcp-tunnel api` on an
+ephemeral loopback port over HTTPS, plus helpers for its admin endpoints, test CAs made
+with the documented openssl recipe, and workload-identity JWTs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import jwt as pyjwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TUNNELS_BETA = "mcp-tunnels-2026-06-22"
+
+
+def binary() -> pathlib.Path | None:
+    env = os.environ.get("MCP_TUNNEL_BIN")
+    path = pathlib.Path(env) if env else REPO / "target" / "debug" / "mcp-tunnel"
+    return path if path.is_file() else None
+
+
+class ControlPlane:
+    def __init__(self, workdir: pathlib.Path, extra_api_args: list[str] | None = None):
+        self.bin = binary()
+        self.data = workdir / "data"
+        key_file = workdir / "admin.key"
+        init = subprocess.run(
+            [str(self.bin), "server", "init", "--data-dir", str(self.data),
+             "--base-domain", "tunnels.test", "--edge-address", "127.0.0.1:7844",
+             "--admin-key-file", str(key_file)],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        self.init_output = init.stdout
+        self.admin_key = key_file.read_text().strip()
+        self.config = json.loads((self.data / "config.json").read_text())
+        self.org_id = self.config["organization_id"]
+        self.ca_file = str(self.data / "edge-ca.pem")
+        self.log = open(workdir / "api.log", "w+")
+        self.proc = subprocess.Popen(
+            [str(self.bin), "api", "--data-dir", str(self.data), "--listen", "127.0.0.1:0",
+             *(extra_api_args or [])],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.base_url = "https://127.0.0.1:%d" % self._wait_port()
+        self.ssl = ssl.create_default_context(cafile=self.ca_file)
+
+    def _wait_port(self) -> int:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            self.log.seek(0)
+            for line in self.log.read().splitlines():
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if ev.get("message") == "api listening":
+                    return int(ev["addr"].rsplit(":", 1)[1])
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.log.seek(0)
+        raise RuntimeError("api did not start:\n" + self.log.read())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+    def request(self, method: str, path: str, body: dict | None = None, key: str | None = None):
+        """(status, JSON) with the SDK's headers and the admin key by default."""
+        req = urllib.request.Request(
+            self.base_url + path, method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={
+                "anthropic-version": "2023-06-01",
+                "anthropic-beta": TUNNELS_BETA,
+                "authorization": "Bearer " + (key or self.admin_key),
+                "content-type": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(req, context=self.ssl, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> dict:
+        status, got = self.request(method, path, body)
+        assert status == 200, (method, path, got)
+        return got
+
+
+class Issuer:
+    """An OIDC-like issuer: an ES256 key, its JWKS, and signed tokens."""
+
+    def __init__(self, url: str = "https://ci.issuer.test", kid: str = "ci-1"):
+        self.url = url
+        self.kid = kid
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        jwk = json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": kid, "alg": "ES256", "use": "sig"})
+        self.jwks = {"keys": [jwk]}
+
+    def token(self, sub: str, aud: str, lifetime: int = 300, **extra) -> str:
+        now = int(time.time())
+        claims = {"iss": self.url, "sub": sub, "aud": aud, "iat": now, "exp": now + lifetime, **extra}
+        return pyjwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid})
+
+
+def recipe_ca(workdir: pathlib.Path, name: str, bits: int = 2048) -> str:
+    """A CA made with the documented openssl recipe (RSA, explicit extensions)."""
+    key, cert = workdir / f"{name}.key", workdir / f"{name}.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", f"rsa:{bits}", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "365", "-subj", f"/CN={name}",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-addext", "subjectKeyIdentifier=hash"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert.read_text()
