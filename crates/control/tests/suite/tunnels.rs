@@ -72,6 +72,16 @@ pub async fn tunnel_object_and_headers(b: Backend) {
         400,
         "invalid_request_error",
     );
+    // Newer SDKs send a later version date; malformed or older ones are refused.
+    for (version, status) in [("2026-10-21", 200), ("2023-01-01", 400), ("latest", 400)] {
+        let mut hdrs = no_version.clone();
+        hdrs.push(("anthropic-version", version.to_owned()));
+        assert_eq!(
+            h.raw("GET", "/v1/tunnels", &hdrs, None).await.0,
+            status,
+            "{version}"
+        );
+    }
     error_of(
         &h.call(Some(&h.admin), "GET", "/v1/tunnels/tnl_nope", None)
             .await,
