@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import socket
 import ssl
 import subprocess
 import time
@@ -20,6 +21,12 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 TUNNELS_BETA = "mcp-tunnels-2026-06-22"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def binary() -> pathlib.Path | None:
     env = os.environ.get("MCP_TUNNEL_BIN")
     path = pathlib.Path(env) if env else REPO / "target" / "debug" / "mcp-tunnel"
@@ -27,13 +34,16 @@ def binary() -> pathlib.Path | None:
 
 
 class ControlPlane:
-    def __init__(self, workdir: pathlib.Path, extra_api_args: list[str] | None = None):
+    def __init__(self, workdir: pathlib.Path, server: bool = False):
+        """`server init`, then `api` (or, with `server=True`, the edge and API together:
+        `server`, with the connector listener on a free port that tokens name)."""
         self.bin = binary()
         self.data = workdir / "data"
+        self.connector_port = free_port() if server else 7844
         key_file = workdir / "admin.key"
         init = subprocess.run(
             [str(self.bin), "server", "init", "--data-dir", str(self.data),
-             "--base-domain", "tunnels.test", "--edge-address", "127.0.0.1:7844",
+             "--base-domain", "tunnels.test", "--edge-address", f"127.0.0.1:{self.connector_port}",
              "--admin-key-file", str(key_file)],
             capture_output=True, text=True, timeout=60, check=True,
         )
@@ -42,16 +52,19 @@ class ControlPlane:
         self.config = json.loads((self.data / "config.json").read_text())
         self.org_id = self.config["organization_id"]
         self.ca_file = str(self.data / "edge-ca.pem")
-        self.log = open(workdir / "api.log", "w+")
-        self.proc = subprocess.Popen(
-            [str(self.bin), "api", "--data-dir", str(self.data), "--listen", "127.0.0.1:0",
-             *(extra_api_args or [])],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        self.base_url = "https://127.0.0.1:%d" % self._wait_port()
+        self.log = open(workdir / "server.log", "w+")
+        cmd = [str(self.bin), "api", "--data-dir", str(self.data), "--listen", "127.0.0.1:0"]
+        if server:
+            cmd[1] = "server"
+            cmd += ["--connector-listen", f"127.0.0.1:{self.connector_port}", "--client-listen", "127.0.0.1:0"]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.base_url = "https://127.0.0.1:%s" % self.log_field("api listening", "addr").rsplit(":", 1)[1]
+        if server:
+            self.client_port = int(self.log_field("edge listening", "client").rsplit(":", 1)[1])
         self.ssl = ssl.create_default_context(cafile=self.ca_file)
 
-    def _wait_port(self) -> int:
+    def log_field(self, message: str, field: str) -> str:
+        """A field of the first JSON log line with this message."""
         deadline = time.time() + 30
         while time.time() < deadline:
             self.log.seek(0)
@@ -60,13 +73,13 @@ class ControlPlane:
                     ev = json.loads(line)
                 except ValueError:
                     continue
-                if ev.get("message") == "api listening":
-                    return int(ev["addr"].rsplit(":", 1)[1])
+                if ev.get("message") == message:
+                    return ev[field]
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
         self.log.seek(0)
-        raise RuntimeError("api did not start:\n" + self.log.read())
+        raise RuntimeError(f"no {message!r} log line:\n" + self.log.read())
 
     def close(self) -> None:
         self.proc.terminate()
