@@ -1,0 +1,101 @@
+"""`mcp-tunnel tunnels|certs|admin` against a running API: credentials from the
+environment or a credentials file, tables and --json, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from controlplane import ControlPlane, binary, recipe_ca
+
+pytestmark = pytest.mark.skipif(binary() is None, reason="mcp-tunnel binary not built")
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory):
+    plane = ControlPlane(tmp_path_factory.mktemp("cli"))
+    yield plane
+    plane.close()
+
+
+def run(cp, *args, key=None, extra_env=None, check=True):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_TUNNEL_")}
+    env.update({"MCP_TUNNEL_API_URL": cp.base_url, "MCP_TUNNEL_CA_FILE": cp.ca_file})
+    if key is not False:
+        env["MCP_TUNNEL_API_KEY"] = key or cp.admin_key
+    for k, v in (extra_env or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    out = subprocess.run([str(cp.bin), *args], capture_output=True, text=True, env=env, timeout=60)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_tunnels_and_certs(cp, tmp_path):
+    created = json.loads(run(cp, "tunnels", "create", "--display-name", "from cli", "--json").stdout)
+    tid = created["id"]
+    assert created["status"] == "needs_certificate"
+    table = run(cp, "tunnels", "list").stdout.splitlines()
+    assert table[0].split()[:4] == ["ID", "NAME", "DOMAIN", "STATUS"]
+    assert any(tid in line and "needs_certificate" in line for line in table[1:])
+    assert json.loads(run(cp, "tunnels", "get", tid, "--json").stdout)["domain"] == created["domain"]
+
+    token = run(cp, "tunnels", "reveal-token", tid)
+    assert token.stdout.startswith("eyJ") and len(token.stdout.splitlines()) == 1
+    assert "ttkn_" in token.stderr
+    rotated = run(cp, "tunnels", "rotate-token", tid, "--reason", "cli rotation")
+    assert rotated.stdout != token.stdout
+
+    pem = tmp_path / "ca.pem"
+    pem.write_text(recipe_ca(tmp_path, "cli-ca"))
+    cert = json.loads(run(cp, "certs", "add", tid, str(pem), "--json").stdout)
+    assert cert["tunnel_id"] == tid
+    listed = run(cp, "certs", "list", tid).stdout
+    assert cert["id"] in listed and cert["fingerprint"] in listed
+    assert json.loads(run(cp, "certs", "get", tid, cert["id"], "--json").stdout)["id"] == cert["id"]
+    bad = run(cp, "certs", "add", tid, str(pem), check=False)
+    assert bad.returncode != 0 and "already registered" in bad.stderr
+    assert json.loads(run(cp, "certs", "archive", tid, cert["id"], "--json").stdout)["archived_at"]
+    assert json.loads(run(cp, "tunnels", "archive", tid, "--json").stdout)["status"] == "archived"
+    assert tid not in run(cp, "tunnels", "list").stdout
+    assert tid in run(cp, "tunnels", "list", "--include-archived").stdout
+
+
+def test_credentials_sources_and_errors(cp, tmp_path):
+    missing = run(cp, "tunnels", "list", key=False, check=False)
+    assert missing.returncode != 0 and "MCP_TUNNEL_API_KEY" in missing.stderr
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps({"api_url": cp.base_url, "api_key": cp.admin_key, "ca_file": cp.ca_file}))
+    out = run(cp, "tunnels", "list", "--json", key=False, extra_env={"MCP_TUNNEL_CREDENTIALS_FILE": str(creds)})
+    assert "data" in json.loads(out.stdout)
+    wrong = run(cp, "tunnels", "list", key="mtk_wrong", check=False)
+    assert wrong.returncode != 0 and "authentication_error (HTTP 401)" in wrong.stderr
+    untrusted = run(cp, "tunnels", "list", extra_env={"MCP_TUNNEL_CA_FILE": None}, check=False)
+    assert untrusted.returncode != 0 and "TLS" in untrusted.stderr, untrusted.stderr
+
+
+def test_admin_keys_and_audit(cp, tmp_path):
+    created = run(cp, "admin", "api-keys", "create", "--name", "reader", "--role", "developer").stdout
+    key = next(line.split(": ", 1)[1] for line in created.splitlines() if line.startswith("key (shown once)"))
+    assert run(cp, "tunnels", "list", key=key).returncode == 0
+    denied = run(cp, "tunnels", "create", key=key, check=False)
+    assert denied.returncode != 0 and "permission_error (HTTP 403)" in denied.stderr
+    ck = json.loads(run(cp, "admin", "client-keys", "create", "--name", "agent", "--json").stdout)
+    assert ck["key"].startswith("mtck_") and ck["scopes"] == ["workspace:use_tunnels"]
+
+    assert "audit chain valid" in run(cp, "admin", "audit", "verify").stdout
+    export = tmp_path / "audit.jsonl"
+    run(cp, "admin", "audit", "export", "-o", str(export))
+    assert run(cp, "admin", "audit", "verify", "--file", str(export), key=False).returncode == 0
+    lines = export.read_text().splitlines()
+    event = json.loads(lines[-1])
+    event["actor"] = "someone else"
+    export.write_text("\n".join(lines[:-1] + [json.dumps(event)]) + "\n")
+    broken = run(cp, "admin", "audit", "verify", "--file", str(export), key=False, check=False)
+    assert broken.returncode == 1 and "BROKEN" in broken.stdout
