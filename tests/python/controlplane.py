@@ -10,6 +10,7 @@ import pathlib
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,15 +35,16 @@ def binary() -> pathlib.Path | None:
 
 
 class ControlPlane:
-    def __init__(self, workdir: pathlib.Path, server: bool = False):
+    def __init__(self, workdir: pathlib.Path, server: bool = False, database_url: str | None = None):
         """`server init`, then `api` (or, with `server=True`, the edge and API together:
         `server`, with the connector listener on a free port that tokens name)."""
         self.bin = binary()
         self.data = workdir / "data"
         self.connector_port = free_port() if server else 7844
         key_file = workdir / "admin.key"
+        self.db_args = ["--database-url", database_url] if database_url else []
         init = subprocess.run(
-            [str(self.bin), "server", "init", "--data-dir", str(self.data),
+            [str(self.bin), "server", "init", "--data-dir", str(self.data), *self.db_args,
              "--base-domain", "tunnels.test", "--edge-address", f"127.0.0.1:{self.connector_port}",
              "--admin-key-file", str(key_file)],
             capture_output=True, text=True, timeout=60, check=True,
@@ -53,10 +55,12 @@ class ControlPlane:
         self.org_id = self.config["organization_id"]
         self.ca_file = str(self.data / "edge-ca.pem")
         self.log = open(workdir / "server.log", "w+")
-        cmd = [str(self.bin), "api", "--data-dir", str(self.data), "--listen", "127.0.0.1:0"]
+        cmd = [str(self.bin), "api", "--data-dir", str(self.data), *self.db_args, "--listen", "127.0.0.1:0"]
         if server:
             cmd[1] = "server"
             cmd += ["--connector-listen", f"127.0.0.1:{self.connector_port}", "--client-listen", "127.0.0.1:0"]
+            if database_url:
+                cmd += ["--peer-listen", "127.0.0.1:0", "--edge-id", "replica-a"]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.base_url = "https://127.0.0.1:%s" % self.log_field("api listening", "addr").rsplit(":", 1)[1]
         if server:
@@ -142,3 +146,74 @@ def recipe_ca(workdir: pathlib.Path, name: str, bits: int = 2048) -> str:
         check=True, capture_output=True, timeout=60,
     )
     return cert.read_text()
+
+
+class EchoOrigin:
+    """Answers a WebSocket upgrade with 101, then echoes bytes (what the proxy would be)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            buf += chunk
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        rest = buf.split(b"\r\n\r\n", 1)[1]
+        if rest:
+            conn.sendall(rest)
+        while data := conn.recv(4096):
+            conn.sendall(data)
+
+
+def session(s, domain: str, key: str, port: int | None = None) -> tuple[int, bytes]:
+    """A client session request to the edge: (status, body or echoed bytes)."""
+    ctx = ssl.create_default_context(cafile=s.ca_file)
+    with socket.create_connection(("127.0.0.1", port or s.client_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=domain) as tls:
+            tls.sendall((f"GET / HTTP/1.1\r\nHost: {domain}\r\nAuthorization: Bearer {key}\r\n"
+                         "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode())
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            head, _, body = buf.partition(b"\r\n\r\n")
+            status = int(head.split(b" ")[1])
+            if status == 101:
+                tls.sendall(b"ping through the tunnel")
+                got = b""
+                while len(got) < 23:
+                    got += tls.recv(4096)
+                return status, got
+            return status, body
+
+
+def connections(s, tunnel_id: str) -> int:
+    return s.admin("GET", f"/v1/tunnels/{tunnel_id}")["connections"]
+
+
+def wait_for(pred, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False

@@ -6,50 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import ssl
 import subprocess
-import threading
 import time
 
 import pytest
 
-from controlplane import ControlPlane, binary, recipe_ca
+from controlplane import ControlPlane, EchoOrigin, binary, connections, recipe_ca, session, wait_for
 
 pytestmark = pytest.mark.skipif(binary() is None, reason="mcp-tunnel binary not built")
-
-
-class EchoOrigin:
-    """Answers a WebSocket upgrade with 101, then echoes bytes (what the proxy would be)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            buf += chunk
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-        rest = buf.split(b"\r\n\r\n", 1)[1]
-        if rest:
-            conn.sendall(rest)
-        while data := conn.recv(4096):
-            conn.sendall(data)
 
 
 @pytest.fixture
@@ -57,44 +21,6 @@ def server(tmp_path):
     s = ControlPlane(tmp_path, server=True)
     yield s
     s.close()
-
-
-def session(s: ControlPlane, domain: str, key: str) -> tuple[int, bytes]:
-    """A client session request to the edge: (status, body or echoed bytes)."""
-    ctx = ssl.create_default_context(cafile=s.ca_file)
-    with socket.create_connection(("127.0.0.1", s.client_port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname=domain) as tls:
-            tls.sendall((f"GET / HTTP/1.1\r\nHost: {domain}\r\nAuthorization: Bearer {key}\r\n"
-                         "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode())
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                chunk = tls.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
-            head, _, body = buf.partition(b"\r\n\r\n")
-            status = int(head.split(b" ")[1])
-            if status == 101:
-                tls.sendall(b"ping through the tunnel")
-                got = b""
-                while len(got) < 23:
-                    got += tls.recv(4096)
-                return status, got
-            return status, body
-
-
-def connections(s: ControlPlane, tunnel_id: str) -> int:
-    return s.admin("GET", f"/v1/tunnels/{tunnel_id}")["connections"]
-
-
-def wait_for(pred, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_edge_follows_the_store(server, tmp_path):

@@ -104,18 +104,35 @@ impl Db {
     }
 
     async fn migrate(&self) -> Result<(), DbError> {
-        let sql = match self.dialect {
-            Dialect::Sqlite => include_str!("../migrations/sqlite/0001_init.sql"),
-            Dialect::Postgres => include_str!("../migrations/postgres/0001_init.sql"),
+        let files: [(&str, &'static str); 2] = match self.dialect {
+            Dialect::Sqlite => [
+                ("init", include_str!("../migrations/sqlite/0001_init.sql")),
+                ("edges", include_str!("../migrations/sqlite/0002_edges.sql")),
+            ],
+            Dialect::Postgres => [
+                ("init", include_str!("../migrations/postgres/0001_init.sql")),
+                (
+                    "edges",
+                    include_str!("../migrations/postgres/0002_edges.sql"),
+                ),
+            ],
         };
-        let migrator = Migrator::with_migrations(vec![Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(sql),
-            false,
-        )]);
-        migrator.run(&self.pool).await?;
+        let migrations = files
+            .into_iter()
+            .zip(1..)
+            .map(|((name, sql), version)| {
+                Migration::new(
+                    version,
+                    name.into(),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(sql),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations)
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 

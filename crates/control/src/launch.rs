@@ -74,6 +74,15 @@ pub struct DataConfig {
     pub max_tunnels_per_org: u32,
 }
 
+impl DataConfig {
+    /// The host of the edge address (a name the edge certificate carries).
+    pub fn edge_host(&self) -> Result<String, LaunchError> {
+        EdgeAddr::parse(&self.edge_address)
+            .map(|a| a.host().to_owned())
+            .map_err(|e| LaunchError::EdgeAddr(self.edge_address.clone(), e.to_string()))
+    }
+}
+
 /// Options of `server init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {

@@ -143,6 +143,67 @@ impl ControlStore {
             .rows_affected())
     }
 
+    /// Records that replica `edge_id` is alive and reachable by its peers at `peer_addr`.
+    pub async fn heartbeat_edge(&self, edge_id: &str, peer_addr: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO edges (edge_id, peer_addr, heartbeat_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (edge_id) DO UPDATE SET peer_addr = excluded.peer_addr, \
+             heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(edge_id)
+        .bind(peer_addr)
+        .bind(now_ms())
+        .execute(&self.db().pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets replicas silent for longer than `max_age_ms`, and their connections.
+    pub async fn reap_stale_edges(&self, max_age_ms: i64) -> Result<u64> {
+        let cutoff = now_ms() - max_age_ms;
+        let n = sqlx::query(
+            "DELETE FROM connections WHERE edge_id IN (SELECT edge_id FROM edges WHERE heartbeat_at < $1)",
+        )
+        .bind(cutoff)
+        .execute(&self.db().pool)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM edges WHERE heartbeat_at < $1")
+            .bind(cutoff)
+            .execute(&self.db().pool)
+            .await?;
+        Ok(n)
+    }
+
+    /// Removes a replica's row (on shutdown).
+    pub async fn forget_edge(&self, edge_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM edges WHERE edge_id = $1")
+            .bind(edge_id)
+            .execute(&self.db().pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The peer address of another live replica holding a connection of the tunnel.
+    pub async fn peer_for_tunnel(
+        &self,
+        tunnel_id: &str,
+        self_edge_id: &str,
+        max_age_ms: i64,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT e.peer_addr FROM connections c JOIN edges e ON e.edge_id = c.edge_id \
+             WHERE c.tunnel_id = $1 AND c.edge_id <> $2 AND e.heartbeat_at >= $3 \
+             ORDER BY c.registered_at DESC LIMIT 1",
+        )
+        .bind(tunnel_id)
+        .bind(self_edge_id)
+        .bind(now_ms() - max_age_ms)
+        .fetch_optional(&self.db().pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("peer_addr")).transpose()?)
+    }
+
     async fn tunnel_record_where(&self, column: &str, value: &str) -> Result<Option<TunnelRecord>> {
         let sql = format!("SELECT {TUNNEL_COLUMNS} FROM tunnels t WHERE t.{column} = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))

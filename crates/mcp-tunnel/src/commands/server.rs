@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use mcp_tunnel_control::launch::{self, EDGE_CERT, EDGE_KEY, InitOptions};
+use mcp_tunnel_control::replicas::{self, RouterConfig};
 use mcp_tunnel_edge::{Edge, EdgeConfig, EdgeListeners, EdgeTls, server_config_from_files};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +21,7 @@ pub struct ServerArgs {
     #[command(subcommand)]
     command: Option<ServerCommand>,
     #[command(flatten)]
-    control: ControlArgs,
+    control: Box<ControlArgs>,
     /// Where connectors connect (TLS, ALPN mcpt/1).
     #[arg(long, default_value = ":7844")]
     connector_listen: String,
@@ -39,6 +40,14 @@ pub struct ServerArgs {
     /// Name of this replica (distinct per replica); random when absent.
     #[arg(long)]
     edge_id: Option<String>,
+    /// Replica mode (several servers on one PostgreSQL): the edge's session listener
+    /// binds here for peers, and --client-listen forwards each session to the replica
+    /// holding a connection of its tunnel.
+    #[arg(long)]
+    peer_listen: Option<String>,
+    /// host:port peers dial to reach --peer-listen; defaults to its bound address.
+    #[arg(long, requires = "peer_listen")]
+    peer_advertise: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -145,38 +154,91 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| mcp_tunnel_control::ids::new_id("edge"));
     let stale = store.forget_edge_connections(&edge_id).await?;
+    let public = bind("client-listen", &args.client_listen).await?;
+    let peer = match &args.peer_listen {
+        Some(p) => Some(bind("peer-listen", p).await?),
+        None => None,
+    };
+    let replica_mode = peer.is_some();
+    let (client, router_listener) = match peer {
+        Some(peer) => (peer, Some(public)),
+        None => (public, None),
+    };
     let listeners = EdgeListeners {
         connector: bind("connector-listen", &args.connector_listen).await?,
-        client: bind("client-listen", &args.client_listen).await?,
+        client,
         admin: match &args.edge_admin_listen {
             Some(a) => Some(bind("edge-admin-listen", a).await?),
             None => None,
         },
     };
+    let session_addr = listeners.client.local_addr()?;
     tracing::info!(
         edge_id = %edge_id,
         connector = %listeners.connector.local_addr()?,
-        client = %listeners.client.local_addr()?,
+        client = %router_listener.as_ref().map(|l| l.local_addr()).transpose()?.unwrap_or(session_addr),
+        peer = %if replica_mode { session_addr.to_string() } else { String::new() },
         stale_connections_forgotten = stale,
         "edge listening"
     );
     let edge = Edge::start(
         EdgeConfig {
             edge_id: edge_id.clone(),
+            // Behind the router every session comes from the router's address: the
+            // router enforces the per-source limit on the real one instead.
+            client_auth_failures: if replica_mode {
+                u32::MAX
+            } else {
+                EdgeConfig::default().client_auth_failures
+            },
             ..EdgeConfig::default()
         },
         EdgeTls {
             connector: tls.clone(),
-            client: Some(tls),
+            client: Some(tls.clone()),
         },
         listeners,
         Arc::new(store.clone()),
     );
+    if let Some(public) = router_listener {
+        let advertise = match &args.peer_advertise {
+            Some(a) => a.clone(),
+            None if replicas::advertisable(session_addr.ip()) => session_addr.to_string(),
+            None => anyhow::bail!(
+                "--peer-listen binds every address: give --peer-advertise host:port for peers"
+            ),
+        };
+        let config = launch::read_config(dir)?;
+        let edge_host = config.edge_host()?;
+        let router = RouterConfig::new(
+            edge_id.clone(),
+            tls,
+            &dir.join(launch::EDGE_CA_CERT),
+            &edge_host,
+            session_addr,
+        )
+        .map_err(|e| anyhow::anyhow!("replica router: {e}"))?;
+        tokio::spawn(replicas::heartbeat(
+            store.clone(),
+            edge_id.clone(),
+            advertise.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(replicas::route(
+            public,
+            store.clone(),
+            edge.registry().clone(),
+            router,
+            stop.clone(),
+        ));
+        tracing::info!(%advertise, "replica mode: sessions are forwarded to the replica holding the tunnel");
+    }
     super::proxy::wait_for_signal().await;
     tracing::info!("shutting down");
     edge.shutdown().await;
     stop.cancel();
     let _ = store.forget_edge_connections(&edge_id).await;
+    let _ = store.forget_edge(&edge_id).await;
     store.db().close().await;
     Ok(ExitCode::SUCCESS)
 }

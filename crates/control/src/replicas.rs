@@ -1,0 +1,321 @@
+//! Several `server` replicas over one PostgreSQL: a client session that arrives at a
+//! replica without a connection of its tunnel is forwarded to a replica that has one.
+//!
+//! Why forward rather than steer connectors to every replica: connectors dial one edge
+//! address (usually a load balancer), so which replicas hold a tunnel's connections is
+//! chance; forwarding makes any replica able to serve any session without changing the
+//! connector or its token, and a replica that dies only costs the sessions it carried.
+//!
+//! Each replica runs the edge's TLS session listener on a peer address, and in front of
+//! it, on the public client port, this router: it terminates the client's outer TLS,
+//! reads the request head (bounded), resolves the tunnel from `Host`, and relays the
+//! request and everything after it, over TLS verified against the shared edge CA, to its
+//! own edge when it holds a live connection of the tunnel, else to a live peer that does
+//! (found in the store's `connections` and `edges` tables), else to its own edge, which
+//! gives the precise refusal. The session payload is the client's inner TLS throughout.
+//!
+//! The edges behind the router see the router as the source of every session, so the
+//! per-source limit on failed client keys is enforced here, on the real address, from
+//! the status the edge answers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_tunnel_edge::EdgeStore;
+use mcp_tunnel_edge::registry::Registry;
+use mcp_tunnel_proto::TunnelId;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::auth::FailureLimiter;
+use crate::store::ControlStore;
+
+/// Largest request head read before routing.
+const MAX_HEAD: usize = 16 * 1024;
+/// Replicas whose heartbeat is older than this are not forwarded to.
+pub const PEER_MAX_AGE_MS: i64 = 15_000;
+/// How often a replica heartbeats (and reaps silent peers).
+pub const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// What the router needs.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub edge_id: String,
+    /// Presented to clients on the public port (the edge certificate).
+    pub public_tls: Arc<rustls::ServerConfig>,
+    /// Trusts the edge CA, for hops to an edge's peer listener.
+    pub peer_tls: Arc<rustls::ClientConfig>,
+    /// A name in the edge certificate, checked on every hop.
+    pub peer_name: ServerName<'static>,
+    /// This replica's own edge peer listener.
+    pub local_peer: SocketAddr,
+    pub head_timeout: Duration,
+    /// Failed client keys per source address and minute before 429.
+    pub client_auth_failures: u32,
+}
+
+impl RouterConfig {
+    /// `edge_ca_file` is the CA every replica's edge certificate chains to, and
+    /// `edge_host` a name that certificate carries (the host of the edge address).
+    pub fn new(
+        edge_id: String,
+        public_tls: Arc<rustls::ServerConfig>,
+        edge_ca_file: &std::path::Path,
+        edge_host: &str,
+        local_peer: SocketAddr,
+    ) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let cas = mcp_tunnel_pki::tls::load_certs(edge_ca_file).map_err(|e| e.to_string())?;
+        for ca in cas {
+            roots
+                .add(ca)
+                .map_err(|e| format!("{}: {e}", edge_ca_file.display()))?;
+        }
+        let mut peer = rustls::ClientConfig::builder_with_provider(mcp_tunnel_pki::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        peer.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let peer_name = ServerName::try_from(edge_host.to_owned())
+            .map_err(|_| format!("{edge_host:?} is not a valid TLS server name"))?;
+        Ok(Self {
+            edge_id,
+            public_tls,
+            peer_tls: Arc::new(peer),
+            peer_name,
+            local_peer,
+            head_timeout: Duration::from_secs(10),
+            client_auth_failures: 50,
+        })
+    }
+}
+
+/// Runs the router until `stop`.
+pub async fn route(
+    listener: TcpListener,
+    store: ControlStore,
+    registry: Arc<Registry>,
+    config: RouterConfig,
+    stop: CancellationToken,
+) {
+    let mut public = (*config.public_tls).clone();
+    public.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(public));
+    let limiter = Arc::new(FailureLimiter::new(
+        config.client_auth_failures,
+        Duration::from_secs(60),
+    ));
+    let config = Arc::new(config);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "session router accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, store, registry, config, limiter, stop) = (
+            acceptor.clone(),
+            store.clone(),
+            registry.clone(),
+            config.clone(),
+            limiter.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let session = serve(tcp, peer, acceptor, &store, &registry, &config, &limiter);
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                r = session => if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "routed session ended");
+                },
+            }
+        });
+    }
+}
+
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    store: &ControlStore,
+    registry: &Registry,
+    config: &RouterConfig,
+    limiter: &FailureLimiter,
+) -> std::io::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let timeout = config.head_timeout;
+    let mut client = tokio::time::timeout(timeout, acceptor.accept(tcp))
+        .await
+        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+    let head = tokio::time::timeout(timeout, read_head(&mut client))
+        .await
+        .map_err(|_| std::io::Error::other("request head timed out"))??;
+    if limiter.check(peer.ip()).is_err() {
+        let body = r#"{"type":"error","error":{"type":"rate_limit_error","code":"rate_limited","message":"too many failed authentications from this address; retry later"}}"#;
+        let resp = format!(
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(resp.as_bytes()).await?;
+        return client.shutdown().await;
+    }
+    let target = choose(&head, store, registry, config).await;
+    let tcp = TcpStream::connect(&target).await?;
+    let _ = tcp.set_nodelay(true);
+    let mut upstream = TlsConnector::from(config.peer_tls.clone())
+        .connect(config.peer_name.clone(), tcp)
+        .await?;
+    upstream.write_all(&head).await?;
+    let answer = read_head(&mut upstream).await?;
+    if answer.starts_with(b"HTTP/1.1 401") {
+        limiter.failed(peer.ip());
+    }
+    client.write_all(&answer).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+/// Reads until the end of an HTTP head; returns everything read (the head and whatever
+/// followed it in the same reads).
+async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other(
+                "connection closed before the end of the head",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(buf);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(std::io::Error::other("request head too large"));
+        }
+    }
+}
+
+/// The lowercase host of the `Host` header, without port.
+pub fn host_of(head: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(head).ok()?;
+    let end = text.find("\r\n\r\n")?;
+    let value = text[..end]
+        .split("\r\n")
+        .skip(1)
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
+        })?
+        .1
+        .trim();
+    let host = match value.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => value,
+    };
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// The tunnel domain itself, or `<route>.<tunnel domain>`.
+async fn tunnel_for(host: &str, store: &ControlStore) -> Option<TunnelId> {
+    if let Ok(Some(t)) = store.tunnel_by_domain(host).await {
+        return Some(t.id);
+    }
+    let parent = host.split_once('.')?.1;
+    store
+        .tunnel_by_domain(parent)
+        .await
+        .ok()
+        .flatten()
+        .map(|t| t.id)
+}
+
+async fn choose(
+    head: &[u8],
+    store: &ControlStore,
+    registry: &Registry,
+    config: &RouterConfig,
+) -> String {
+    let local = config.local_peer.to_string();
+    let Some(host) = host_of(head) else {
+        return local;
+    };
+    let Some(tunnel) = tunnel_for(&host, store).await else {
+        return local;
+    };
+    if registry.connections(&tunnel).iter().any(|c| c.is_usable()) {
+        return local;
+    }
+    match store
+        .peer_for_tunnel(tunnel.as_str(), &config.edge_id, PEER_MAX_AGE_MS)
+        .await
+    {
+        Ok(Some(peer)) => {
+            tracing::debug!(tunnel_id = %tunnel, %peer, "forwarding session to the replica holding the tunnel");
+            peer
+        }
+        Ok(None) => local,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look up peer replicas; serving locally");
+            local
+        }
+    }
+}
+
+/// Heartbeats this replica and reaps silent ones until `stop`.
+pub async fn heartbeat(
+    store: ControlStore,
+    edge_id: String,
+    advertise: String,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Err(e) = store.heartbeat_edge(&edge_id, &advertise).await {
+            tracing::warn!(error = %e, "replica heartbeat failed");
+        }
+        match store.reap_stale_edges(PEER_MAX_AGE_MS * 2).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(connections = n, "forgot connections of silent replicas"),
+            Err(e) => tracing::warn!(error = %e, "reaping silent replicas failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+        }
+    }
+}
+
+/// Whether `ip` is usable as an advertised peer address (not 0.0.0.0 or ::).
+pub fn advertisable(ip: IpAddr) -> bool {
+    !ip.is_unspecified()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            host_of(b"GET / HTTP/1.1\r\nHost: AbC.t.test:443\r\n\r\n").as_deref(),
+            Some("abc.t.test")
+        );
+        assert_eq!(
+            host_of(b"GET / HTTP/1.1\r\nx: y\r\nhost:a.b.\r\n\r\nbody").as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(host_of(b"GET / HTTP/1.1\r\nx: y\r\n\r\n"), None);
+        assert_eq!(host_of(b"GET / HTTP/1.1\r\nHost: a"), None);
+    }
+}
