@@ -214,3 +214,52 @@ pub async fn replicas_see_revocations(b: Backend) {
     assert!(replica.tunnel_by_id(&id).await.unwrap().unwrap().archived);
     stop.cancel();
 }
+
+/// Replica bookkeeping: which live replica holds a tunnel, and reaping silent ones.
+pub async fn replica_directory(b: Backend) {
+    let h = Harness::start(b).await;
+    let store: &ControlStore = &h.store;
+    let t = h.create_tunnel("dir").await;
+    let id = TunnelId::parse(t["id"].as_str().unwrap()).unwrap();
+    let suffix = &t["id"].as_str().unwrap()[4..12];
+    let (a, other) = (format!("a-{suffix}"), format!("b-{suffix}"));
+    store.heartbeat_edge(&a, "10.0.0.1:9444").await.unwrap();
+    store.heartbeat_edge(&other, "10.0.0.2:9444").await.unwrap();
+    let conn = ConnectionRecord {
+        tunnel_id: id.clone(),
+        connection_id: format!("c-{suffix}"),
+        edge_id: a.clone(),
+        conn_index: 0,
+        peer: "127.0.0.1:1".parse().unwrap(),
+    };
+    store.connection_registered(&conn).await.unwrap();
+    let found = store
+        .peer_for_tunnel(id.as_str(), &other, 15_000)
+        .await
+        .unwrap();
+    assert_eq!(found.as_deref(), Some("10.0.0.1:9444"));
+    // A replica is never its own peer.
+    assert!(
+        store
+            .peer_for_tunnel(id.as_str(), &a, 15_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A silent replica is not forwarded to, and is reaped with its connections.
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    store.heartbeat_edge(&other, "10.0.0.2:9444").await.unwrap();
+    assert!(
+        store
+            .peer_for_tunnel(id.as_str(), &other, 50)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.reap_stale_edges(50).await.unwrap() >= 1);
+    assert_eq!(
+        h.admin("GET", &format!("/v1/tunnels/{id}"), None).await["connections"],
+        0
+    );
+    store.forget_edge(&other).await.unwrap();
+}

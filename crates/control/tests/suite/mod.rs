@@ -19,7 +19,7 @@ macro_rules! suite_tests {
             audit::audit_chain_detects_tampering,
             federation::federation_exchange, federation::federation_refusals,
             federation::federation_jwks_url,
-            edge::edge_view, edge::replicas_see_revocations);
+            edge::edge_view, edge::replicas_see_revocations, edge::replica_directory);
     };
     (@each $backend:expr, $skip:expr; $($m:ident :: $f:ident),* $(,)?) => {
         $(
