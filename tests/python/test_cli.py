@@ -99,3 +99,20 @@ def test_admin_keys_and_audit(cp, tmp_path):
     export.write_text("\n".join(lines[:-1] + [json.dumps(event)]) + "\n")
     broken = run(cp, "admin", "audit", "verify", "--file", str(export), key=False, check=False)
     assert broken.returncode == 1 and "BROKEN" in broken.stdout
+
+
+def test_init_files_and_refusal(cp):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in cp.data.iterdir()}
+    assert cp.data.stat().st_mode & 0o777 == 0o700
+    for secret in ("master.key", "edge-ca.key", "edge.key", "api.key", "control.db"):
+        assert modes[secret] == 0o600, (secret, oct(modes[secret]))
+    assert cp.admin_key in cp.init_output and cp.admin_key.startswith("mtk_")
+    # The master key and the admin key appear nowhere else on disk.
+    master = (cp.data / "master.key").read_text().strip()
+    for p in cp.data.iterdir():
+        if p.name != "master.key" and p.is_file():
+            data = p.read_bytes()
+            assert master.encode() not in data and cp.admin_key.encode() not in data, p.name
+    again = subprocess.run([str(cp.bin), "server", "init", "--data-dir", str(cp.data), "--base-domain",
+                            "tunnels.test", "--edge-address", "127.0.0.1:7844"], capture_output=True, text=True)
+    assert again.returncode != 0 and "already initialised" in again.stderr

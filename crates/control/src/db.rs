@@ -49,7 +49,20 @@ impl Db {
     pub async fn open_sqlite_dir(data_dir: &Path) -> Result<Self, DbError> {
         create_private_dir(data_dir)?;
         let file = data_dir.join(SQLITE_FILE);
-        Self::connect(&format!("sqlite://{}?mode=rwc", file.display())).await
+        let db = Self::connect(&format!("sqlite://{}?mode=rwc", file.display())).await?;
+        // Sealed tokens and credential hashes: owner only. SQLite gives its -wal and -shm
+        // files the database file's mode.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| DbError::DataDir {
+                    path: file.display().to_string(),
+                    reason: mcp_tunnel_pki::tls::io_reason(&e),
+                },
+            )?;
+        }
+        Ok(db)
     }
 
     /// Connects by URL (`postgres://…` or `sqlite://…`) and applies migrations.
