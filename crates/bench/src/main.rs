@@ -122,9 +122,15 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
         (1usize, "tools/call, concurrency 1"),
         (32, "tools/call, concurrency 32"),
     ] {
-        let direct = load(conc, secs, || direct_conn(upstream)).await?;
-        let via_h1 = load(conc, secs, || proxy_conn(proxy_addr, tls.http1_only())).await?;
-        let via_h2 = load(conc, secs, || proxy_conn(proxy_addr, tls.clone())).await?;
+        let pools = vec![
+            Pool::new(conc, || direct_conn(upstream)).await?,
+            Pool::new(conc, || proxy_conn(proxy_addr, tls.http1_only())).await?,
+            Pool::new(conc, || proxy_conn(proxy_addr, tls.clone())).await?,
+        ];
+        let [direct, via_h1, via_h2]: [Stats; 3] = compare(pools, secs)
+            .await?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three paths"))?;
         row(label, "direct", &direct, None);
         row(label, "proxy, inner HTTP/1.1", &via_h1, Some(&direct));
         row(label, "proxy, inner h2", &via_h2, Some(&direct));
@@ -133,8 +139,12 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
     println!("| bulk {} MiB | MB/s | vs direct |", args.bulk_mib);
     println!("|---|---:|---:|");
     let size = args.bulk_mib * 1024 * 1024;
-    let direct = bulk(direct_conn(upstream).await?, size).await?;
-    let via = bulk(proxy_conn(proxy_addr, tls.http1_only()).await?, size).await?;
+    // Best of three alternating transfers each.
+    let (mut direct, mut via) = (0f64, 0f64);
+    for _ in 0..3 {
+        direct = direct.max(bulk(direct_conn(upstream).await?, size).await?);
+        via = via.max(bulk(proxy_conn(proxy_addr, tls.http1_only()).await?, size).await?);
+    }
     println!("| direct | {direct:.0} | 1.00 |");
     println!(
         "| proxy (WebSocket + inner TLS) | {via:.0} | {:.2} |",
@@ -236,45 +246,81 @@ pub(crate) struct Stats {
 }
 
 /// `conc` connections, each sending tools/call back to back for `secs` (after a warm-up).
-pub(crate) async fn load<F, Fut>(conc: usize, secs: Duration, connect: F) -> anyhow::Result<Stats>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Conn>>,
-{
-    let mut conns = Vec::new();
-    for _ in 0..conc {
-        let mut c = connect().await?;
-        for _ in 0..50 {
-            one(&mut c).await?; // warm-up: TLS, pools, allocator
-        }
-        conns.push(c);
-    }
-    let start = Instant::now();
-    let deadline = start + secs;
-    let mut tasks = Vec::new();
-    for mut c in conns {
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                one(&mut c).await?;
-                lat.push(t.elapsed());
+/// A pool of warmed connections for one path.
+pub(crate) struct Pool {
+    conns: Vec<Conn>,
+    latencies: Vec<Duration>,
+    busy: Duration,
+}
+
+impl Pool {
+    pub(crate) async fn new<F, Fut>(conc: usize, connect: F) -> anyhow::Result<Self>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Conn>>,
+    {
+        let mut conns = Vec::new();
+        for _ in 0..conc {
+            let mut c = connect().await?;
+            for _ in 0..50 {
+                one(&mut c).await?; // warm-up: TLS, pools, allocator
             }
-            anyhow::Ok(lat)
-        }));
+            conns.push(c);
+        }
+        Ok(Self {
+            conns,
+            latencies: Vec::new(),
+            busy: Duration::ZERO,
+        })
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
+
+    /// Every connection sends tools/call back to back for `secs`.
+    async fn round(&mut self, secs: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let deadline = start + secs;
+        let mut tasks = Vec::new();
+        for mut c in self.conns.drain(..) {
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    one(&mut c).await?;
+                    lat.push(t.elapsed());
+                }
+                anyhow::Ok((c, lat))
+            }));
+        }
+        for t in tasks {
+            let (c, lat) = t.await??;
+            self.conns.push(c);
+            self.latencies.extend(lat);
+        }
+        self.busy += start.elapsed();
+        Ok(())
     }
-    let elapsed = start.elapsed();
-    all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Ok(Stats {
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
-    })
+
+    fn stats(mut self) -> Stats {
+        self.latencies.sort();
+        let all = &self.latencies;
+        let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+        Stats {
+            rps: all.len() as f64 / self.busy.as_secs_f64(),
+            p50: pct(0.50),
+            p99: pct(0.99),
+        }
+    }
+}
+
+/// Measures the paths in alternating one-second rounds for `secs` each in total, so that
+/// whatever else the machine does affects them alike; the baseline is the first.
+pub(crate) async fn compare(mut pools: Vec<Pool>, secs: Duration) -> anyhow::Result<Vec<Stats>> {
+    let rounds = secs.as_secs().max(1);
+    for _ in 0..rounds {
+        for p in pools.iter_mut() {
+            p.round(Duration::from_secs(1)).await?;
+        }
+    }
+    Ok(pools.into_iter().map(Pool::stats).collect())
 }
 
 pub(crate) async fn one(c: &mut Conn) -> anyhow::Result<()> {
