@@ -143,7 +143,8 @@ impl ControlStore {
             .rows_affected())
     }
 
-    /// Records that replica `edge_id` is alive and reachable by its peers at `peer_addr`.
+    /// Records that replica `edge_id` is alive and reachable by its peers at `peer_addr`
+    /// (empty for a server that takes no forwarded sessions).
     pub async fn heartbeat_edge(&self, edge_id: &str, peer_addr: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO edges (edge_id, peer_addr, heartbeat_at) VALUES ($1, $2, $3) \
@@ -193,7 +194,7 @@ impl ControlStore {
     ) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT e.peer_addr FROM connections c JOIN edges e ON e.edge_id = c.edge_id \
-             WHERE c.tunnel_id = $1 AND c.edge_id <> $2 AND e.heartbeat_at >= $3 \
+             WHERE c.tunnel_id = $1 AND c.edge_id <> $2 AND e.heartbeat_at >= $3 AND e.peer_addr <> '' \
              ORDER BY c.registered_at DESC LIMIT 1",
         )
         .bind(tunnel_id)

@@ -246,6 +246,15 @@ pub async fn replica_directory(b: Backend) {
             .unwrap()
             .is_none()
     );
+    // A server that takes no forwarded sessions advertises nothing and is never chosen.
+    store.heartbeat_edge(&a, "").await.unwrap();
+    assert!(
+        store
+            .peer_for_tunnel(id.as_str(), &other, 15_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // A silent replica is not forwarded to, and is reaped with its connections.
     tokio::time::sleep(std::time::Duration::from_millis(60)).await;
     store.heartbeat_edge(&other, "10.0.0.2:9444").await.unwrap();

@@ -200,6 +200,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         listeners,
         Arc::new(store.clone()),
     );
+    // Every server heartbeats, so that the connections of one that died are reaped by
+    // whichever starts next (or by its peers); only replicas advertise a peer address.
+    let mut advertised = String::new();
     if let Some(public) = router_listener {
         let advertise = match &args.peer_advertise {
             Some(a) => a.clone(),
@@ -218,12 +221,6 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
             session_addr,
         )
         .map_err(|e| anyhow::anyhow!("replica router: {e}"))?;
-        tokio::spawn(replicas::heartbeat(
-            store.clone(),
-            edge_id.clone(),
-            advertise.clone(),
-            stop.clone(),
-        ));
         tokio::spawn(replicas::route(
             public,
             store.clone(),
@@ -231,8 +228,15 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
             router,
             stop.clone(),
         ));
+        advertised = advertise.clone();
         tracing::info!(%advertise, "replica mode: sessions are forwarded to the replica holding the tunnel");
     }
+    tokio::spawn(replicas::heartbeat(
+        store.clone(),
+        edge_id.clone(),
+        advertised,
+        stop.clone(),
+    ));
     super::proxy::wait_for_signal().await;
     tracing::info!("shutting down");
     edge.shutdown().await;
