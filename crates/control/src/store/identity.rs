@@ -146,36 +146,23 @@ pub fn check_jwks_url(url: &str) -> Result<()> {
 }
 
 impl ControlStore {
-    async fn audited_insert(
+    /// Records the event and commits the transaction the caller wrote in.
+    async fn audit_commit(
         &self,
+        mut tx: crate::db::Tx,
         by: &Actor,
         action: &str,
         target: &str,
-        sql: &'static str,
-        binds: Vec<Bind>,
         details: serde_json::Value,
     ) -> Result<()> {
-        let mut tx = self.db().write_tx(&by.org_id).await?;
-        let mut q = sqlx::query(sql);
-        for b in binds {
-            q = match b {
-                Bind::S(s) => q.bind(s),
-                Bind::OS(s) => q.bind(s),
-                Bind::I(i) => q.bind(i),
-            };
-        }
-        q.execute(&mut *tx).await?;
-        append(
-            &mut tx,
-            NewEvent {
-                actor: by,
-                action,
-                target,
-                reason: None,
-                details,
-            },
-        )
-        .await?;
+        let event = NewEvent {
+            actor: by,
+            action,
+            target,
+            reason: None,
+            details,
+        };
+        append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -186,10 +173,20 @@ impl ControlStore {
         }
         let id = ids::new_id("wrkspc");
         let now = now_ms();
-        self.audited_insert(by, "workspace.create", &id,
-            "INSERT INTO workspaces (id, org_id, name, is_default, created_at) VALUES ($1,$2,$3,0,$4)",
-            vec![Bind::S(id.clone()), Bind::S(by.org_id.clone()), Bind::S(name.into()), Bind::I(now)],
-            serde_json::json!({"name": name})).await?;
+        let mut tx = self.db().write_tx(&by.org_id).await?;
+        sqlx::query(
+            "INSERT INTO workspaces (id, org_id, name, is_default, created_at) \
+             VALUES ($1, $2, $3, 0, $4)",
+        )
+        .bind(id.as_str())
+        .bind(by.org_id.as_str())
+        .bind(name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let details = serde_json::json!({"name": name});
+        self.audit_commit(tx, by, "workspace.create", &id, details)
+            .await?;
         Ok(Workspace {
             kind: "workspace",
             id,
@@ -225,20 +222,19 @@ impl ControlStore {
         }
         let id = ids::new_id("svac");
         let now = now_ms();
-        self.audited_insert(
-            by,
-            "service_account.create",
-            &id,
-            "INSERT INTO service_accounts (id, org_id, name, created_at) VALUES ($1,$2,$3,$4)",
-            vec![
-                Bind::S(id.clone()),
-                Bind::S(by.org_id.clone()),
-                Bind::S(name.into()),
-                Bind::I(now),
-            ],
-            serde_json::json!({"name": name}),
+        let mut tx = self.db().write_tx(&by.org_id).await?;
+        sqlx::query(
+            "INSERT INTO service_accounts (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)",
         )
+        .bind(id.as_str())
+        .bind(by.org_id.as_str())
+        .bind(name)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
+        let details = serde_json::json!({"name": name});
+        self.audit_commit(tx, by, "service_account.create", &id, details)
+            .await?;
         Ok(ServiceAccount {
             kind: "service_account",
             id,
@@ -291,10 +287,28 @@ impl ControlStore {
         let id = ids::new_id("fdis");
         let now = now_ms();
         let name = new.name.clone().unwrap_or_else(|| new.issuer_url.clone());
-        self.audited_insert(by, "federation_issuer.create", &id,
-            "INSERT INTO federation_issuers (id, org_id, name, issuer_url, jwks_json, jwks_url, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7)",
-            vec![Bind::S(id.clone()), Bind::S(by.org_id.clone()), Bind::S(name), Bind::S(new.issuer_url.clone()), Bind::OS(jwks_text), Bind::OS(new.jwks_url.clone()), Bind::I(now)],
-            serde_json::json!({"issuer_url": new.issuer_url, "jwks_url": new.jwks_url, "inline_jwks": new.jwks.is_some()})).await?;
+        let mut tx = self.db().write_tx(&by.org_id).await?;
+        sqlx::query(
+            "INSERT INTO federation_issuers \
+             (id, org_id, name, issuer_url, jwks_json, jwks_url, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.as_str())
+        .bind(by.org_id.as_str())
+        .bind(name)
+        .bind(new.issuer_url.as_str())
+        .bind(jwks_text)
+        .bind(new.jwks_url.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let details = serde_json::json!({
+            "issuer_url": new.issuer_url,
+            "jwks_url": new.jwks_url,
+            "inline_jwks": new.jwks.is_some(),
+        });
+        self.audit_commit(tx, by, "federation_issuer.create", &id, details)
+            .await?;
         self.get_issuer(&by.org_id, &id).await
     }
 
@@ -374,10 +388,37 @@ impl ControlStore {
         let id = ids::new_id("fdrl");
         let now = now_ms();
         let name = new.name.clone().unwrap_or_else(|| new.subject.clone());
-        self.audited_insert(by, "federation_rule.create", &id,
-            "INSERT INTO federation_rules (id, org_id, issuer_id, name, subject, audience, service_account_id, workspace_id, scope, token_lifetime_seconds, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
-            vec![Bind::S(id.clone()), Bind::S(by.org_id.clone()), Bind::S(new.issuer_id.clone()), Bind::S(name), Bind::S(new.subject.clone()), Bind::S(new.audience.clone()), Bind::S(new.service_account_id.clone()), Bind::S(workspace_id.clone()), Bind::S(parsed.join(" ")), Bind::I(lifetime), Bind::I(now)],
-            serde_json::json!({"issuer_id": new.issuer_id, "subject": new.subject, "audience": new.audience, "service_account_id": new.service_account_id, "workspace_id": workspace_id, "scope": parsed.join(" "), "token_lifetime_seconds": lifetime})).await?;
+        let scope = parsed.join(" ");
+        let mut tx = self.db().write_tx(&by.org_id).await?;
+        sqlx::query(
+            "INSERT INTO federation_rules (id, org_id, issuer_id, name, subject, audience, \
+             service_account_id, workspace_id, scope, token_lifetime_seconds, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(id.as_str())
+        .bind(by.org_id.as_str())
+        .bind(new.issuer_id.as_str())
+        .bind(name)
+        .bind(new.subject.as_str())
+        .bind(new.audience.as_str())
+        .bind(new.service_account_id.as_str())
+        .bind(workspace_id.as_str())
+        .bind(scope.as_str())
+        .bind(lifetime)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let details = serde_json::json!({
+            "issuer_id": new.issuer_id,
+            "subject": new.subject,
+            "audience": new.audience,
+            "service_account_id": new.service_account_id,
+            "workspace_id": workspace_id,
+            "scope": scope,
+            "token_lifetime_seconds": lifetime,
+        });
+        self.audit_commit(tx, by, "federation_rule.create", &id, details)
+            .await?;
         self.get_rule(&by.org_id, &id).await
     }
 
@@ -481,10 +522,4 @@ impl IdentityKind {
             Self::ServiceAccount => "service account",
         }
     }
-}
-
-enum Bind {
-    S(String),
-    OS(Option<String>),
-    I(i64),
 }
