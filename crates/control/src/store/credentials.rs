@@ -208,6 +208,20 @@ impl ControlStore {
         rows.iter().map(from_row).collect()
     }
 
+    /// Deletes access tokens that expired more than `grace_ms` ago: every exchange mints
+    /// one, and an expired one can never authenticate again. Keys are kept (revoked or
+    /// not) for the record.
+    pub async fn purge_expired_access_tokens(&self, grace_ms: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM credentials WHERE kind = $1 AND expires_at < $2")
+                .bind(CredentialKind::AccessToken.as_str())
+                .bind(now_ms() - grace_ms)
+                .execute(&self.db().pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     /// Revokes a credential at once; idempotent.
     pub async fn revoke_credential(
         &self,

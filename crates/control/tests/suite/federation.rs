@@ -109,6 +109,25 @@ pub async fn federation_exchange(b: Backend) {
             .iter()
             .any(|a| a == "oauth.token_exchange")
     );
+    // Live tokens survive the purge; expired ones stop working and are purged.
+    h.store.purge_expired_access_tokens(0).await.unwrap();
+    assert_eq!(
+        h.call(Some(access), "GET", "/v1/tunnels", None).await.0,
+        200
+    );
+    sqlx::query(
+        "UPDATE credentials SET expires_at = 1 WHERE org_id = $1 AND kind = 'access_token'",
+    )
+    .bind(h.boot.organization_id.as_str())
+    .execute(h.store.db().pool())
+    .await
+    .unwrap();
+    error_of(
+        &h.call(Some(access), "GET", "/v1/tunnels", None).await,
+        401,
+        "authentication_error",
+    );
+    assert!(h.store.purge_expired_access_tokens(0).await.unwrap() >= 1);
 }
 
 pub async fn federation_refusals(b: Backend) {

@@ -93,7 +93,23 @@ pub async fn start(args: &ControlArgs, stop: &CancellationToken) -> anyhow::Resu
         "api listening"
     );
     tokio::spawn(api::serve(listener, tls, api::router(state), stop.clone()));
+    tokio::spawn(purge_access_tokens(store.clone(), stop.clone()));
     Ok(store)
+}
+
+/// Hourly: forget access tokens expired for a day.
+async fn purge_access_tokens(store: ControlStore, stop: CancellationToken) {
+    loop {
+        match store.purge_expired_access_tokens(86_400_000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired access tokens purged"),
+            Err(e) => tracing::warn!(error = %e, "purging expired access tokens failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
 }
 
 pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
