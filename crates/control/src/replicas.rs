@@ -304,6 +304,14 @@ pub fn advertisable(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn host_of_never_panics(head in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = host_of(&head);
+        }
+    }
 
     #[test]
     fn hosts() {

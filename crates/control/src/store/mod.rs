@@ -197,3 +197,41 @@ impl ControlStore {
         self.inner.db.dialect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cursors_round_trip(seq in 1i64..i64::MAX) {
+            prop_assert_eq!(decode_cursor(&encode_cursor(seq)).unwrap(), seq);
+        }
+
+        #[test]
+        fn any_cursor_text_is_refused_or_positive(text in ".{0,64}") {
+            if let Ok(n) = decode_cursor(&text) {
+                prop_assert!(n > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let p = |limit| ListParams {
+            limit,
+            ..ListParams::default()
+        };
+        assert!(p(0).bounds().is_err());
+        assert!(p(MAX_LIMIT + 1).bounds().is_err());
+        assert_eq!(p(MAX_LIMIT).bounds().unwrap(), (1000, i64::MAX));
+        let page = page_of(vec![(9, 'a'), (7, 'b'), (5, 'c')], 2);
+        assert_eq!(page.data, vec!['a', 'b']);
+        assert_eq!(
+            decode_cursor(page.next_page.as_deref().unwrap()).unwrap(),
+            7
+        );
+        assert!(page_of(vec![(9, 'a')], 2).next_page.is_none());
+    }
+}
