@@ -24,8 +24,8 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// WebSocket settings used on both ends of the inner-TLS channel.
 ///
 /// tungstenite's default read buffer is 128 KiB allocated up front per connection, which
-/// made an idle session cost ~150 KiB in the proxy; 16 KiB (one TLS record plus framing)
-/// keeps idle sessions cheap and costs little in bulk throughput (docs/PERFORMANCE.md).
+/// made an idle session cost ~150 KiB in the proxy; 4 KiB reads (the buffer grows for a
+/// large message) keep idle sessions cheap (docs/PERFORMANCE.md).
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
