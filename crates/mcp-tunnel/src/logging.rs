@@ -13,7 +13,7 @@ pub enum Format {
 pub fn init(level: &str, format: Format) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // Our crates at `level`; dependencies only at warn, so a debug log stays readable.
-        EnvFilter::new(format!("warn,mcp_tunnel={level},mcp_tunnel_proxy={level},mcp_tunnel_connector={level},mcp_tunnel_edge={level},mcp_tunnel_client={level}"))
+        EnvFilter::new(format!("warn,mcp_tunnel={level},mcp_tunnel_proxy={level},mcp_tunnel_connector={level},mcp_tunnel_edge={level},mcp_tunnel_client={level},mcp_tunnel_control={level}"))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
