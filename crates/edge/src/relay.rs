@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -12,47 +12,17 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use mcp_tunnel_proto::stream::{UPGRADE_HEADER, UPGRADED_HEADER, is_hop_by_hop};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::refusal::Refusal;
 use crate::registry::{BoxError, StreamGuard, TunnelBody};
 use crate::server::Shared;
 use crate::store::TunnelRecord;
+use mcp_tunnel_net::pipe::{ChannelBody, Direction, pipe};
 
 /// Connections tried for one session before giving up: enough to step over a connection
 /// that is draining or just died, few enough to answer quickly.
 const ATTEMPTS: usize = 3;
-/// Read sizes adapt between these bounds: a read that fills the buffer doubles the next
-/// one (bulk transfer), a short one shrinks it, so an idle session holds a small buffer.
-const MIN_CHUNK: usize = 1024;
-const MAX_CHUNK: usize = 64 * 1024;
-
-fn next_chunk(current: usize, read: usize) -> usize {
-    if read >= current {
-        (current * 2).min(MAX_CHUNK)
-    } else if read < current / 4 {
-        (current / 2).max(MIN_CHUNK)
-    } else {
-        current
-    }
-}
-
-/// A request body fed from a channel; the channel closing ends the body (half-close).
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
-    }
-}
-
 pub(crate) async fn forward(
     mut req: Request<Incoming>,
     host: &str,
@@ -181,60 +151,18 @@ fn finish_upgrade(
             return;
         };
         metrics.active_sessions.inc();
-        pipe(TokioIo::new(upgraded), tx, body, &metrics).await;
+        pipe(TokioIo::new(upgraded), body, tx, |dir, n| {
+            let label = match dir {
+                Direction::FromTunnel => "connector_to_client",
+                Direction::ToTunnel => "client_to_connector",
+            };
+            metrics.bytes.add(&[label], n as u64);
+        })
+        .await;
         metrics.active_sessions.dec();
         drop(guard);
     });
     out
-}
-
-/// Moves bytes both ways until both directions end, or the tunnel stream fails (then the
-/// client is cut off at once: a severed connection must not leave sessions hanging).
-async fn pipe<IO>(
-    io: IO,
-    tx: mpsc::Sender<Bytes>,
-    mut down: Incoming,
-    metrics: &crate::metrics::EdgeMetrics,
-) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let up = async {
-        let mut chunk = MIN_CHUNK;
-        loop {
-            let mut buf = BytesMut::with_capacity(chunk);
-            match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    chunk = next_chunk(chunk, n);
-                    metrics.bytes.add(&["client_to_connector"], n as u64);
-                    if tx.send(buf.freeze()).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        drop(tx);
-    };
-    let down = async {
-        while let Some(frame) = down.frame().await {
-            let frame = frame.map_err(|_| ())?;
-            if let Ok(data) = frame.into_data() {
-                metrics
-                    .bytes
-                    .add(&["connector_to_client"], data.len() as u64);
-                wr.write_all(&data).await.map_err(|_| ())?;
-                wr.flush().await.map_err(|_| ())?;
-            }
-        }
-        let _ = wr.shutdown().await;
-        Ok::<(), ()>(())
-    };
-    tokio::pin!(up, down);
-    tokio::select! {
-        r = &mut down => if r.is_ok() { up.await },
-        () = &mut up => { let _ = down.await; },
-    }
 }
 
 async fn forward_plain(

@@ -4,4 +4,5 @@
 pub mod duration;
 pub mod listen;
 pub mod metrics;
+pub mod pipe;
 pub mod ws;
