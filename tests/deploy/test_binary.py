@@ -4,6 +4,7 @@ loads, serves health on, and shuts down from cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -24,7 +25,7 @@ def artifact_commands() -> dict[tuple[str, ...], set[str]]:
     for values in SERVER_SETS.values():
         objs = render(SERVER_CHART, values, release="ops")
         argvs += [c["args"] for where, s in pod_specs(objs) for c in containers(s) if "args" in c]
-    for project, env, profiles in ((CUSTOMER, CUSTOMER_ENV, ["setup"]), (OPERATOR, OPERATOR_ENV, [])):
+    for project, env, profiles in ((CUSTOMER, CUSTOMER_ENV, ["setup"]), (OPERATOR, OPERATOR_ENV, ["init"])):
         for svc in resolved(project, env, *profiles)["services"].values():
             if "mcp-tunnel" not in svc["image"]:
                 continue
@@ -53,8 +54,15 @@ def test_the_artifacts_run_the_roles_the_spec_names():
         ("setup", "init"),
         ("setup", "renew-cert"),
         ("server",),
+        ("server", "init"),
         ("healthcheck",),
     }
+
+
+def help_flags(text: str) -> set[str]:
+    """The long options a `--help` text lists, from its option lines only (so
+    `--tls-cert` is not found inside `--edge-tls-cert`, nor a flag a description names)."""
+    return set(re.findall(r"^\s*(?:-\w, )?(--[a-z][a-z0-9-]*)", text, re.M))
 
 
 @pytest.mark.parametrize("path", sorted(COMMANDS), ids=lambda p: " ".join(p))
@@ -67,8 +75,29 @@ def test_the_binary_understands_every_command_line(path):
         # interface; this turns into a real check as soon as the subcommand exists.
         pytest.xfail(f"`mcp-tunnel {' '.join(path)}` is not in this build yet")
     assert out.returncode == 0, out.stderr
-    missing = sorted(f for f in COMMANDS[path] if f not in out.stdout)
+    missing = sorted(COMMANDS[path] - help_flags(out.stdout))
     assert not missing, f"`mcp-tunnel {' '.join(path)}` has no {missing}"
+
+
+def test_the_server_reads_every_variable_the_operator_artifacts_set():
+    """MCP_TUNNEL_* variables are the binary's own (`[env: …]` in its help); the
+    PostgreSQL driver reads PGPASSWORD and PGPASSFILE (test_server_run runs the rest)."""
+    names: set[str] = set()
+    for values in SERVER_SETS.values():
+        for _, spec in pod_specs(render(SERVER_CHART, values, release="ops")):
+            names |= {e["name"] for c in containers(spec) if "args" in c for e in c.get("env", [])}
+    for svc in resolved(OPERATOR, OPERATOR_ENV, "init")["services"].values():
+        if "mcp-tunnel" in svc["image"]:
+            names |= set(svc.get("environment", {}))
+    helps = "".join(
+        subprocess.run([str(proxyrun.binary()), *p, "--help"], capture_output=True, text=True, timeout=30).stdout
+        for p in (["server"], ["server", "init"])
+    )
+    ours = {n for n in names if n.startswith("MCP_TUNNEL_")}
+    assert ours == {"MCP_TUNNEL_DATABASE_URL"}
+    for name in ours:
+        assert f"[env: {name}" in helps, name
+    assert names - ours <= {"PGPASSWORD", "PGPASSFILE", "POD_NAME", "POD_IP"}
 
 
 @pytest.mark.parametrize("name", list(CUSTOMER_SETS))

@@ -26,7 +26,6 @@ OPERATOR_ENV = {
     "POSTGRES_DIGEST": "sha256:" + "7c" * 32,
     "BASE_DOMAIN": "tunnels.example.com",
     "EDGE_ADDRESS": "edge.tunnels.example.com:7844",
-    "POSTGRES_PASSWORD": "s3cr3t-from-the-env",
 }
 
 
@@ -196,21 +195,57 @@ def test_operator_stack_server_on_postgres(operator):
     assert set(pg["networks"]) == {"db"} and operator["networks"]["db"]["internal"] is True
     assert set(server["networks"]) == {"db", "edge"}
     published = {(p["target"], p.get("host_ip", "")) for p in server["ports"]}
-    # The API is published on loopback only, for a TLS-terminating reverse proxy.
-    assert published == {(7844, ""), (8443, ""), (8080, "127.0.0.1")}
-    assert flag(server["command"], "--admin-listen").startswith("127.0.0.1:")
+    # Connectors and clients from anywhere; the API (HTTPS) on loopback only, for a
+    # reverse proxy with a publicly trusted certificate.
+    assert published == {(7844, ""), (9443, ""), (8443, "127.0.0.1")}
+    assert flag(server["command"], "--connector-listen") == ":7844"
+    assert flag(server["command"], "--client-listen") == ":9443"
+    assert flag(server["command"], "--listen") == ":8443"
+    assert "--plaintext" not in server["command"]
+    assert flag(server["command"], "--edge-admin-listen").startswith("127.0.0.1:")
 
 
-def test_operator_containers_are_hardened(operator):
-    for name, svc in operator["services"].items():
+def test_operator_init_is_a_one_shot_profile():
+    raw = yaml.safe_load((OPERATOR / "docker-compose.yaml").read_text())["services"]
+    assert raw["init"]["profiles"] == ["init"]
+    services = resolved(OPERATOR, OPERATOR_ENV, "init")["services"]
+    init, server = services["init"], services["server"]
+    assert init["command"][:2] == ["server", "init"]
+    assert init["restart"] == "no" and "ports" not in init and init["networks"].keys() == {"db"}
+    assert init["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert flag(init["command"], "--base-domain") == OPERATOR_ENV["BASE_DOMAIN"]
+    assert flag(init["command"], "--edge-address") == OPERATOR_ENV["EDGE_ADDRESS"]
+    # init writes the data directory; the server reads the same one, read-only.
+    (init_data,) = [v for v in init["volumes"] if v["target"] == flag(init["command"], "--data-dir")]
+    (server_data,) = [v for v in server["volumes"] if v["target"] == flag(server["command"], "--data-dir")]
+    assert init_data["source"] == server_data["source"] == str(OPERATOR / "data")
+    assert not init_data.get("read_only") and server_data["read_only"] is True
+    # The admin key goes to its own directory, which the server does not mount.
+    key_dir = str(Path(flag(init["command"], "--admin-key-file")).parent)
+    (admin,) = [v for v in init["volumes"] if v["target"] == key_dir]
+    assert admin["source"] not in {v["source"] for v in server["volumes"]}
+
+
+def test_operator_containers_are_hardened():
+    services = resolved(OPERATOR, OPERATOR_ENV, "init")["services"]
+    for name, svc in services.items():
         assert svc["user"] in ("65532:65532", "999:999"), name
         assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
         assert svc["security_opt"] == ["no-new-privileges:true"], name
-        assert svc["healthcheck"]["test"][0] == "CMD", name
-    pg = operator["services"]["postgres"]
+        assert svc.get("network_mode") != "host" and not svc.get("privileged"), name
+        if name != "init":
+            assert svc["healthcheck"]["test"][0] == "CMD", name
+    pg = services["postgres"]
     assert pg["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"
     assert "POSTGRES_PASSWORD" not in pg["environment"]
-    assert {s["source"] for s in operator["services"]["server"]["secrets"]} == {"master-key"}
+    for name in ("init", "server"):
+        svc = services[name]
+        # The database URL has no password; libpq's password file holds it.
+        assert {s["source"] for s in svc["secrets"]} == {"pgpass"}, name
+        env = svc["environment"]
+        assert set(env) == {"MCP_TUNNEL_DATABASE_URL", "PGPASSFILE"}, name
+        assert env["MCP_TUNNEL_DATABASE_URL"] == "postgres://mcp_tunnel@postgres:5432/mcp_tunnel?sslmode=disable"
+        assert env["PGPASSFILE"] == "/run/secrets/pgpass"
 
 
 def test_no_secret_value_is_written_in_a_compose_file():
@@ -219,3 +254,5 @@ def test_no_secret_value_is_written_in_a_compose_file():
         for marker in ("PRIVATE KEY", "eyJ", "password=", "PASSWORD: "):
             assert marker not in raw, (project.name, marker)
         assert "TUNNEL_TOKEN" not in raw
+    # The operator's .env carries no secret either: the password is in secrets/.
+    assert not re.search(r"^\w*(PASSWORD|KEY|SECRET)\w*=", (OPERATOR / ".env.example").read_text(), re.M)

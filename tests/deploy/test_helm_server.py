@@ -51,17 +51,95 @@ def test_database_url_never_in_a_manifest(rendered):
     values, objs = rendered
     server = one(objs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in server["env"]}
+    assert "--database-url" not in server["args"], "argv is visible to every local user"
     if values.get("postgresql", {}).get("enabled"):
         assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mcp-tunnel-pg", "key": "password"}
-        # The kubelet substitutes the password; the manifest holds a reference only.
-        assert "$(PGPASSWORD)@ops-mcp-tunnel-server-postgresql:5432/" in env["DATABASE_URL"]["value"]
+        # The URL names no password: the driver takes it from PGPASSWORD.
+        assert env["MCP_TUNNEL_DATABASE_URL"]["value"] == (
+            "postgres://mcp_tunnel@ops-mcp-tunnel-server-postgresql:5432/mcp_tunnel?sslmode=disable"
+        )
         assert set(by_kind(objs, "StatefulSet")[0]["spec"]["template"]["metadata"]["labels"].items()) >= {
             ("app.kubernetes.io/component", "postgresql")
         }
     else:
-        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "mcp-tunnel-db", "key": "database-url"}
+        assert env["MCP_TUNNEL_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "mcp-tunnel-db", "key": "database-url"}
+        assert "PGPASSWORD" not in env
         assert by_kind(objs, "StatefulSet") == []
     assert by_kind(objs, "Secret") == [] and by_kind(objs, "ConfigMap") == []
+
+
+def test_server_init_output_mounted_read_only(rendered):
+    """The data directory holds config.json, edge-ca.pem and master.key (from the
+    ConfigMap and Secret made from `server init`'s output); the edge and API keys come
+    from their TLS Secrets. edge-ca.key, the CA's private key, is in none of them."""
+    _, objs = rendered
+    spec = one(objs, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+    (server,) = spec["containers"]
+    args = server["args"]
+    flag = lambda name: args[args.index(name) + 1]  # noqa: E731
+    mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
+    assert all(m["readOnly"] for m in mounts.values())
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    data = volumes[mounts[flag("--data-dir")]["name"]]["projected"]
+    files = {}
+    for source in data["sources"]:
+        ((kind, obj),) = source.items()
+        files |= {item["path"]: (kind, obj["name"], item["key"]) for item in obj["items"]}
+    assert files == {
+        "config.json": ("configMap", "mcp-tunnel-server-config", "config.json"),
+        "edge-ca.pem": ("configMap", "mcp-tunnel-server-config", "edge-ca.pem"),
+        "master.key": ("secret", "mcp-tunnel-master-key", "master-key"),
+    }
+    for cert, key, secret in (("--edge-tls-cert", "--edge-tls-key", "mcp-tunnel-edge-tls"),
+                              ("--tls-cert", "--tls-key", "mcp-tunnel-api-tls")):
+        directory = flag(cert).rpartition("/")[0]
+        assert flag(cert) == f"{directory}/tls.crt" and flag(key) == f"{directory}/tls.key"
+        assert volumes[mounts[directory]["name"]]["secret"]["secretName"] == secret
+    for v in spec["volumes"]:
+        source = v.get("secret") or v.get("projected")
+        assert source["defaultMode"] == 0o440, v["name"]
+    assert "--plaintext" not in args
+
+
+def test_replica_mode_and_probes_match_the_server(rendered):
+    """Always replica mode (a rolling update runs two servers at once): the peer port,
+    advertised at the pod's IP under the pod's name, is open to the other server pods
+    only. The probes ask the edge's admin listener, which serves /healthz and /ready."""
+    _, objs = rendered
+    (server,) = one(objs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"]
+    args = server["args"]
+    flag = lambda name: args[args.index(name) + 1]  # noqa: E731
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    listens = {
+        "api": "--listen", "connector": "--connector-listen", "client": "--client-listen",
+        "peer": "--peer-listen", "admin": "--edge-admin-listen",
+    }
+    assert {name: flag(f) for name, f in listens.items()} == {name: f":{ports[name]}" for name in listens}
+    assert flag("--peer-advertise") == f"$(POD_IP):{ports['peer']}"
+    assert flag("--edge-id") == "$(POD_NAME)"
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in server["env"]}
+    assert env["POD_IP"] == "status.podIP" and env["POD_NAME"] == "metadata.name"
+    assert server["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert server["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "admin"}
+    policy = one(objs, "NetworkPolicy", f"{FULLNAME}-server")
+    (peer_rule,) = [r for r in policy["spec"]["ingress"] if {p["port"] for p in r["ports"]} == {ports["peer"]}]
+    (peer,) = peer_rule["from"]
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
+
+
+def test_server_settings_reach_the_command_line():
+    values = SERVER_SETS["bundled-postgres"]
+    (server,) = one(render(SERVER_CHART, values, release="ops"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    args = server["args"]
+    assert args[args.index("--max-tunnels") + 1] == "50"
+    assert args[args.index("--failed-auth-per-minute") + 1] == "10"
+    assert args[args.index("--loglevel") + 1] == "warn"
+    assert "lifecycle" not in server
+    (default,) = one(render(SERVER_CHART, SERVER_SETS["external-postgres"], release="ops"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    # 0 keeps the limit `server init` recorded: --max-tunnels 0 would allow none.
+    assert "--max-tunnels" not in default["args"]
+    assert default["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
 
 
 def test_hardened_workloads(rendered):
@@ -86,11 +164,11 @@ def test_network_policy_opens_only_the_edge_to_everyone(rendered):
     rules = policy["spec"]["ingress"]
     public = [r for r in rules if "from" not in r]
     assert len(public) == 1
-    assert sorted(p["port"] for p in public[0]["ports"]) == [7844, 8443]
+    assert sorted(p["port"] for p in public[0]["ports"]) == [7844, 9443]
     for rule in rules:
         if "from" in rule:
             assert rule["from"], "an empty from would admit every source"
-            assert {p["port"] for p in rule["ports"]} <= {8080, 9090}
+            assert {p["port"] for p in rule["ports"]} <= {8443, 9090, 9444}
     if values.get("postgresql", {}).get("enabled"):
         pg = one(objs, "NetworkPolicy", f"{FULLNAME}-postgresql")
         (rule,) = pg["spec"]["ingress"]

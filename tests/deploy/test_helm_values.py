@@ -83,7 +83,11 @@ MODE_REFUSALS = {
 
 SERVER_REFUSALS = {
     "unknown key": (SERVER, {"server": {"domain": "x.example.com"}}, ["domain"]),
-    "edge address without a port": (SERVER, {"server": {"edgeAddress": "edge.example.com"}}, ["edgeAddress"]),
+    # Set by `server init` into config.json; the chart has no say in it.
+    "base domain in the values": (SERVER, {"server": {"baseDomain": "tunnels.example.com"}}, ["baseDomain"]),
+    "client certificate the server cannot use": (SERVER, {"tls": {"clientSecretName": "wildcard"}}, ["clientSecretName"]),
+    "negative tunnel limit": (SERVER, {"server": {"maxTunnels": -1}}, ["maxTunnels"]),
+    "bad secret name": (SERVER, {"tls": {"apiSecretName": "API_TLS"}}, ["apiSecretName"]),
     "bad digest": (SERVER, {"image": {"digest": "sha256:XYZ"}}, ["digest"]),
     "bad service type": (SERVER, {"service": {"edge": {"type": "Ingress"}}}, ["type"]),
 }
@@ -96,8 +100,9 @@ SERVER_MODE_REFUSALS = {
         {"postgresql": {"enabled": True}},
         ["/postgresql/auth/existingSecret"],
     ),
-    "no base domain": (SERVER, {"server": {"baseDomain": ""}}, ["/server/baseDomain"]),
+    "no init output": (SERVER, {"config": {"configMapName": ""}}, ["/config/configMapName"]),
     "no master key": (SERVER, {"masterKey": {"secretName": ""}}, ["/masterKey/secretName"]),
+    "no API certificate": (SERVER, {"tls": {"apiSecretName": ""}}, ["/tls/apiSecretName"]),
     "ingress without TLS": (SERVER, {"ingress": {"enabled": True, "host": "api.example.com"}}, ["/ingress/tlsSecretName"]),
 }
 
@@ -148,8 +153,8 @@ def test_defaults_need_only_the_site_specific_values_and_are_all_described(path)
     failing = set(re.findall(r"at '(/[^']+)'", str(caught.value)))
     site_specific = {
         CUSTOMER_CHART: {"/api/url", "/api/wif", "/api/wif/federationRuleId", "/api/wif/organizationId", "/api/apiKeySecret/name"},
-        SERVER_CHART: {"/server", "/server/baseDomain", "/server/edgeAddress", "/masterKey/secretName",
-                       "/tls/edgeSecretName", "/database/existingSecret"},
+        SERVER_CHART: {"/config/configMapName", "/masterKey/secretName", "/tls", "/tls/edgeSecretName",
+                       "/tls/apiSecretName", "/database/existingSecret"},
     }[path]
     assert failing == site_specific
 

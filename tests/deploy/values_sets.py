@@ -92,8 +92,8 @@ CUSTOMER_SETS = {
 }
 
 SERVER_BASE = {
-    "server": {"baseDomain": "tunnels.example.com", "edgeAddress": "edge.tunnels.example.com:7844"},
-    "tls": {"edgeSecretName": "edge-tls"},
+    "config": {"configMapName": "mcp-tunnel-server-config"},
+    "tls": {"edgeSecretName": "mcp-tunnel-edge-tls", "apiSecretName": "mcp-tunnel-api-tls"},
     "masterKey": {"secretName": "mcp-tunnel-master-key"},
 }
 
@@ -105,7 +105,7 @@ SERVER_SETS = {
             "replicaCount": 3,
             "image": {"digest": DIGEST},
             "postgresql": {"enabled": True, "auth": {"existingSecret": "mcp-tunnel-pg"}, "image": {"digest": DIGEST}},
-            "tls": {"clientSecretName": "wildcard-tls"},
+            "server": {"maxTunnels": 50, "failedAuthPerMinute": 10, "preStopSleepSeconds": 0, "logLevel": "warn"},
             "ingress": {"enabled": True, "host": "api.tunnels.example.com", "tlsSecretName": "api-tls"},
             "networkPolicy": {
                 "apiFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}],
