@@ -41,6 +41,8 @@ enum Command {
     Certs(commands::certs::CertsArgs),
     /// Workspaces, service accounts, federation, keys and the audit log (org:admin).
     Admin(commands::admin::AdminArgs),
+    /// Audit a deployment against the security guide; exit 1 on a high finding.
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
             Command::Tunnels(args) => commands::tunnels::run(args).await,
             Command::Certs(args) => commands::certs::run(args).await,
             Command::Admin(args) => commands::admin::run(args).await,
+            Command::Doctor(args) => commands::doctor::run(args).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@ pub mod api;
 pub mod call;
 pub mod certs;
 pub mod connector;
+pub mod doctor;
 pub mod edge;
 pub mod healthcheck;
 pub mod proxy;
