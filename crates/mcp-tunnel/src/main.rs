@@ -41,6 +41,8 @@ enum Command {
     Certs(commands::certs::CertsArgs),
     /// Workspaces, service accounts, federation, keys and the audit log (org:admin).
     Admin(commands::admin::AdminArgs),
+    /// Provision the customer's stack: tunnel, CA, server certificate, token (SPEC §9).
+    Setup(commands::setup::SetupArgs),
     /// Audit a deployment against the security guide; exit 1 on a high finding.
     Doctor(commands::doctor::DoctorArgs),
 }
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             Command::Tunnels(args) => commands::tunnels::run(args).await,
             Command::Certs(args) => commands::certs::run(args).await,
             Command::Admin(args) => commands::admin::run(args).await,
+            Command::Setup(args) => commands::setup::run(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
         }
     });

@@ -10,4 +10,5 @@ pub mod edge;
 pub mod healthcheck;
 pub mod proxy;
 pub mod server;
+pub mod setup;
 pub mod tunnels;
