@@ -283,3 +283,45 @@ def probe_url(probe: dict[str, Any], container: dict[str, Any], ports: Ports) ->
     port = named.get(get_["port"], get_["port"])
     scheme = get_.get("scheme", "HTTP").lower()
     return f"{scheme}://127.0.0.1:{ports.local(int(port))}{get_['path']}"
+
+
+def check_api_and_edge(api: str, edge: str, client: str, ca: Path, admin_key: str, base_domain: str, edge_host: str) -> None:
+    """The API answers with the admin key over HTTPS trusted via edge-ca.pem; a tunnel
+    it creates lives under the base domain; connectors and clients get the edge CA."""
+    status, page = api_call(f"https://{api}", ca, admin_key, "GET", "/v1/tunnels")
+    assert status == 200 and page["data"] == [], page
+    status, tunnel = api_call(f"https://{api}", ca, admin_key, "POST", "/v1/tunnels", {"display_name": "deploy test"})
+    assert status == 200, tunnel
+    assert tunnel["domain"].endswith("." + base_domain)
+    status, token = api_call(f"https://{api}", ca, admin_key, "POST", f"/v1/tunnels/{tunnel['id']}/reveal_token")
+    assert status == 200 and token["tunnel_token"].startswith("eyJ"), token
+    assert edge_chain_pins(edge, edge_host, ca)
+    assert edge_chain_pins(client, tunnel["domain"], ca)
+
+
+class Pod:
+    """The server container of a rendered Deployment's pod number `index`, made
+    runnable here: mounts materialized under `root`, environment resolved, database
+    URL replaced unless it is already SQLite, ports moved."""
+
+    def __init__(self, objs, cluster: Cluster, root: Path, index: int, database_url: str):
+        (deploy,) = [o for o in objs if o["kind"] == "Deployment"]
+        self.spec = deploy["spec"]["template"]["spec"]
+        (self.container,) = [c for c in self.spec["containers"] if c["name"] == "server"]
+        fields = {"metadata.name": f"{deploy['metadata']['name']}-7d9f-{index}", "status.podIP": "127.0.0.1"}
+        self.env = container_env(self.container, cluster, fields)
+        if not self.env["MCP_TUNNEL_DATABASE_URL"].startswith("sqlite:"):
+            self.env["MCP_TUNNEL_DATABASE_URL"] = database_url
+        self.root = root / f"pod-{index}"
+        self.mounts = materialize(self.spec, self.container, cluster, self.root)
+        self.ports = Ports()
+        args = [expand(a, self.env) for a in self.container["args"]]
+        self.argv = local_argv(args, self.mounts, self.ports)
+        self.index = index
+
+    def probe(self, kind: str) -> str:
+        return probe_url(self.container[kind], self.container, self.ports)
+
+    def port(self, name: str) -> str:
+        (p,) = [p["containerPort"] for p in self.container["ports"] if p["name"] == name]
+        return f"127.0.0.1:{self.ports.local(p)}"

@@ -13,10 +13,12 @@ as this machine allows:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +29,8 @@ import yaml
 import docs
 import proxyrun
 from k8s import CUSTOMER_CHART, ROOT, SERVER_CHART, by_kind, hook, lint, merge, one, render
+import serverrun
+from test_binary import help_flags
 from test_compose import CUSTOMER, CUSTOMER_ENV, OPERATOR, OPERATOR_ENV, compose, flag, resolved
 
 HELM_DOC, COMPOSE_DOC = "deploy-helm.md", "deploy-compose.md"
@@ -57,7 +61,7 @@ def test_the_pages_have_the_checked_blocks():
     assert set(docs.named(HELM_DOC)) == {
         "values-managed", "helm-managed", "manual-certs", "manual-secrets", "values-external", "helm-external",
         "values-egress", "helm-rotate", "manual-rotate", "manual-renew", "helm-upgrade", "teardown",
-        "server-secrets", "values-server", "helm-server",
+        "server-init", "values-server", "helm-server",
     }
     assert set(docs.named(COMPOSE_DOC)) == {
         "compose-programmatic", "compose-config", "compose-up", "manual-certs", "compose-rotate",
@@ -138,9 +142,15 @@ def secret_contract() -> dict[str, set[str]]:
         external["serverCertSecretName"]: {"tls.crt", "tls.key"},
         "tunnels-api-key": {"api-token"},
         server["tls"]["edgeSecretName"]: {"tls.crt", "tls.key"},
+        server["tls"]["apiSecretName"]: {"tls.crt", "tls.key"},
         server["masterKey"]["secretName"]: {"master-key"},
         server["database"]["existingSecret"]: {"database-url"},
     }
+
+
+# ConfigMap name -> the keys the charts read from it.
+def configmap_contract() -> dict[str, set[str]]:
+    return {values_block("values-server")["config"]["configMapName"]: {"config.json", "edge-ca.pem"}}
 
 
 def test_api_key_secret_name_matches_the_chart_default_key():
@@ -162,6 +172,17 @@ def test_kubectl_commands_name_what_the_charts_read(index):
         assert contract[name] == keys, name
     elif verb == ["create", "secret", "tls"]:
         assert contract[positional[3]] == {"tls.crt", "tls.key"}
+    elif verb[:2] == ["create", "configmap"]:
+        assert configmap_contract()[positional[2]] == {v.split("=")[0] for v in opts["--from-file"]}
+    elif verb[:1] == ["port-forward"]:
+        # The bundled PostgreSQL's Service, in the release the page installs.
+        values = merge(values_block("values-server"), {"postgresql": {"enabled": True, "auth": {"existingSecret": "pg"}},
+                                                        "database": {"existingSecret": ""}})
+        objs = render(SERVER_CHART, values, release="mcp-tunnel-server", namespace="mcp-tunnel-server")
+        service = one(objs, "Service", positional[1].removeprefix("svc/"))
+        assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "postgresql"
+        assert int(positional[2].split(":")[1]) == service["spec"]["ports"][0]["port"]
+        assert (opts.get("-n") or [""])[0] == "mcp-tunnel-server"
     elif verb[:2] == ["get", "secret"]:
         assert positional[2] == one(managed, "Secret")["metadata"]["name"]
         assert re.fullmatch(r"\{\.data\.tunnel-domain\}", opts["-o"][0].removeprefix("jsonpath="))
@@ -190,7 +211,7 @@ def test_compose_commands_exist_in_the_project(index):
     env = {**env, **cmd.env}
     positional, opts = docs.flags(cmd.argv[2:], {"--timeout", "--profile"})
     sub, services = positional[0], positional[1:]
-    known = resolved(project, env, "setup")["services"] if project == CUSTOMER else resolved(project, env)["services"]
+    known = resolved(project, env, "setup" if project == CUSTOMER else "init")["services"]
     for service in services:
         assert service in known, f"{cmd.line}: no service {service}"
     if sub == "run":
@@ -221,18 +242,26 @@ def test_docker_build_lines_build_the_repository_dockerfile():
     assert (ROOT / "Dockerfile").exists()
 
 
-def run_block(body: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_block(body: str, cwd: Path, env: dict[str, str], real: dict[str, Path] | None = None) -> subprocess.CompletedProcess[str]:
     """A doc's shell block in bash, with sudo running the command itself and docker and
-    kubectl recording their arguments (no engine, no cluster here)."""
+    kubectl recording their arguments (no engine, no cluster here): as text in .calls,
+    and as JSON argv lines in .argv. `real` puts real programs on PATH under a name."""
     stubs = cwd / ".stubs"
     stubs.mkdir(exist_ok=True)
     (stubs / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+    record = "import json, sys; open(sys.argv[1], 'a').write(json.dumps(sys.argv[2:]) + chr(10))"
     for tool in ("docker", "kubectl"):
-        (stubs / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{cwd}/.calls"\n')
+        (stubs / tool).write_text(
+            f'#!/bin/sh\necho "{tool} $*" >> "{cwd}/.calls"\n'
+            f'exec "{sys.executable}" -c "{record}" "{cwd}/.argv" {tool} "$@"\n'
+        )
     if os.geteuid() != 0:
         (stubs / "chown").write_text("#!/bin/sh\nexit 0\n")
+    for name, path in (real or {}).items():
+        (stubs / name).symlink_to(path)
     for stub in stubs.iterdir():
-        stub.chmod(0o755)
+        if not stub.is_symlink():
+            stub.chmod(0o755)
     full_env = {**os.environ, **env, "PATH": f"{stubs}:{os.environ['PATH']}"}
     return subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120)
 
@@ -307,3 +336,96 @@ def test_helm_manual_flow_certificates_and_renewal(tmp_path):
     # The Secret is replaced from the renewed files with the keys the chart reads.
     calls = (tmp_path / ".calls").read_text()
     assert "create secret generic mcp-tunnel-cert --from-file=tls.crt=data/tls.crt --from-file=tls.key=data/tls.key" in calls
+
+
+def recorded(cwd: Path, tool: str) -> list[list[str]]:
+    lines = (cwd / ".argv").read_text().splitlines() if (cwd / ".argv").exists() else []
+    return [argv[1:] for argv in map(json.loads, lines) if argv[0] == tool]
+
+
+def test_compose_operator_block_makes_the_files_the_stack_reads(tmp_path):
+    """The operator block as written: the password file matches the server's database
+    URL and PostgreSQL's password, and every file has the mode and owner the page says."""
+    (tmp_path / "deploy" / "compose").mkdir(parents=True)
+    shutil.copytree(OPERATOR, tmp_path / "deploy" / "compose" / "operator")
+    out = run_block(docs.named(COMPOSE_DOC)["compose-operator"].body, tmp_path, {})
+    assert out.returncode == 0, out.stderr
+    work = tmp_path / "mcp-tunnel-server"
+    mode = lambda p: (work / p).stat().st_mode & 0o777  # noqa: E731
+    assert mode(".env") == 0o600
+    assert mode("data") == mode("admin") == mode("secrets") == 0o700
+    assert mode("secrets/pgpass") == 0o600, "the driver ignores a password file others can read"
+    assert mode("secrets/postgres-password") == 0o400
+    if os.geteuid() == 0:
+        owner = lambda p: (work / p).stat().st_uid  # noqa: E731
+        assert owner("secrets/pgpass") == owner("data") == owner("admin") == 65532
+        assert owner("secrets/postgres-password") == 999
+    password = (work / "secrets" / "postgres-password").read_text()
+    assert re.fullmatch(r"[0-9a-f]{48}", password)
+    services = resolved(OPERATOR, OPERATOR_ENV, "init")["services"]
+    url = services["server"]["environment"]["MCP_TUNNEL_DATABASE_URL"]
+    m = re.fullmatch(r"postgres://(\w+)@([\w.-]+):(\d+)/(\w+)\?.*", url)
+    assert m, url
+    user, host, port, database = m.groups()
+    assert (work / "secrets" / "pgpass").read_text() == f"{host}:{port}:{database}:{user}:{password}\n"
+    pg = services["postgres"]["environment"]
+    assert (pg["POSTGRES_USER"], pg["POSTGRES_DB"]) == (user, database)
+    assert recorded(tmp_path, "docker") == [
+        ["compose", "config", "--quiet"], ["compose", "run", "--rm", "init"], ["compose", "up", "-d"],
+    ]
+
+
+def test_helm_server_init_block_starts_the_chart(tmp_path):
+    """The page's bootstrap as written, with the real binary and SQLite for the database
+    URL: what its kubectl lines would create is what the chart (with the page's values)
+    mounts, and the server pod then starts, passes its probes and serves the API with
+    the admin key `init` wrote."""
+    body = docs.named(HELM_DOC)["server-init"].body
+    db = serverrun.sqlite_url(tmp_path)
+    body, n = re.subn(r"^export MCP_TUNNEL_DATABASE_URL=.*$", f"export MCP_TUNNEL_DATABASE_URL='{db}'", body, flags=re.M)
+    assert n == 1, "the block sets the database URL once"
+    out = run_block(body, tmp_path, {}, real={"mcp-tunnel": proxyrun.binary()})
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "admin-api-key").stat().st_mode & 0o777 == 0o600
+    # Every object goes to the namespace the page installs into (a line without -n
+    # would be missed here, and the pod below would not start).
+    published = [c[2:] for c in recorded(tmp_path, "kubectl") if c[:2] == ["-n", "mcp-tunnel-server"]]
+    cluster = serverrun.cluster_from_kubectl(published, tmp_path)
+    assert set(cluster) == {("ConfigMap", "mcp-tunnel-server-config")} | {
+        ("Secret", name) for name in ("mcp-tunnel-master-key", "mcp-tunnel-edge-tls", "mcp-tunnel-api-tls", "mcp-tunnel-db")
+    }
+    # edge-ca.key, the CA's private key, stays out of the cluster.
+    ca_key = (tmp_path / "server-data" / "edge-ca.key").read_bytes()
+    assert all(ca_key not in v for data in cluster.values() for v in data.values())
+
+    values = values_block("values-server")
+    objs = render(SERVER_CHART, values, release="mcp-tunnel-server", namespace="mcp-tunnel-server")
+    pod = serverrun.Pod(objs, cluster, tmp_path, 0, db)
+    init_argv = next(c.argv for _, c in docs.all_commands(HELM_DOC) if c.argv[:3] == ["mcp-tunnel", "server", "init"])
+    edge_host = flag(init_argv, "--edge-address").rpartition(":")[0]
+    with serverrun.server(pod.argv, pod.env, tmp_path, pod.probe("startupProbe")) as running:
+        assert serverrun.get(pod.probe("readinessProbe"))[0] == 200
+        serverrun.check_api_and_edge(
+            pod.port("api"), pod.port("connector"), pod.port("client"), tmp_path / "server-data" / "edge-ca.pem",
+            (tmp_path / "admin-api-key").read_text().strip(), flag(init_argv, "--base-domain"), edge_host,
+        )
+        code, _ = running.stop()
+    assert code == 0, running.log.read_text()
+
+
+def mcp_tunnel_lines():
+    return [(d, c) for d in (HELM_DOC, COMPOSE_DOC) for _, c in docs.all_commands(d) if c.argv[0] == "mcp-tunnel"]
+
+
+@pytest.mark.parametrize("index", range(len(mcp_tunnel_lines())), ids=lambda i: mcp_tunnel_lines()[i][1].line[:60])
+def test_mcp_tunnel_commands_exist(index):
+    _, cmd = mcp_tunnel_lines()[index]
+    path = []
+    for token in cmd.argv[1:]:
+        if token.startswith("-"):
+            break
+        path.append(token)
+    out = subprocess.run([str(proxyrun.binary()), *path, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    used = {t.split("=")[0] for t in cmd.argv if t.startswith("--")}
+    assert not used - help_flags(out.stdout), cmd.line

@@ -39,7 +39,15 @@ def test_server_replicas_with_edge_and_api_services(rendered):
     assert {p["name"]: p["port"] for p in edge["spec"]["ports"]} == {"connector": 7844, "client": 443}
     assert edge["spec"]["type"] == "LoadBalancer"
     api = one(objs, "Service", f"{FULLNAME}-api")
-    assert api["spec"]["type"] == "ClusterIP"
+    api_type = values.get("service", {}).get("api", {}).get("type", "ClusterIP")
+    assert api["spec"]["type"] == api_type
+    assert {p["name"]: p["port"] for p in api["spec"]["ports"]} == {"api": 8443}
+    # Published services keep client addresses (per-source limits, audit `source`).
+    for svc in (edge, api):
+        if svc["spec"]["type"] != "ClusterIP":
+            assert svc["spec"]["externalTrafficPolicy"] == "Local"
+    pdbs = by_kind(objs, "PodDisruptionBudget")
+    assert len(pdbs) == (1 if deploy["spec"]["replicas"] > 1 else 0)
     pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
     for svc in (edge, api):
         assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())

@@ -9,36 +9,21 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import pytest
 
 import proxyrun
 import serverrun
-from k8s import SERVER_CHART, containers, one, pod_specs, render
-from serverrun import Ports, api_call, edge_chain_pins, flag_value
+from k8s import SERVER_CHART, render
+from serverrun import Pod, Ports, check_api_and_edge, flag_value
 from test_compose import OPERATOR, OPERATOR_ENV, go_seconds, resolved
 from values_sets import SERVER_BASE, SERVER_SETS
 
-FULLNAME = "ops-mcp-tunnel-server"
 BASE_DOMAIN = "tunnels.example.com"
 EDGE_HOST = "edge.tunnels.example.com"
 SECRET_FILES = ("master.key", "edge-ca.key", "edge.key", "api.key")
-
-
-def check_api_and_edge(api: str, edge: str, client: str, ca: Path, admin_key: str) -> None:
-    """The API answers with the admin key over HTTPS trusted via edge-ca.pem; a tunnel
-    it creates lives under the base domain; connectors and clients get the edge CA."""
-    status, page = api_call(f"https://{api}", ca, admin_key, "GET", "/v1/tunnels")
-    assert status == 200 and page["data"] == [], page
-    status, tunnel = api_call(f"https://{api}", ca, admin_key, "POST", "/v1/tunnels", {"display_name": "deploy test"})
-    assert status == 200, tunnel
-    assert tunnel["domain"].endswith("." + BASE_DOMAIN)
-    status, token = api_call(f"https://{api}", ca, admin_key, "POST", f"/v1/tunnels/{tunnel['id']}/reveal_token")
-    assert status == 200 and token["tunnel_token"].startswith("eyJ"), token
-    assert edge_chain_pins(edge, EDGE_HOST, ca)
-    assert edge_chain_pins(client, tunnel["domain"], ca)
 
 
 def test_compose_init_then_server(tmp_path):
@@ -89,13 +74,14 @@ def test_compose_init_then_server(tmp_path):
     with serverrun.server(argv, env(server_svc), tmp_path, health) as srv:
         out = subprocess.run([str(proxyrun.binary()), "healthcheck", health], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
-        published = {p["target"]: p for p in server_svc["ports"]}
-        api = f"127.0.0.1:{ports.local(published[8443]['target'])}"
+        # The port published on loopback is the one --listen binds.
+        (api_port,) = [p["target"] for p in server_svc["ports"] if p.get("host_ip") == "127.0.0.1"]
+        api = f"127.0.0.1:{ports.local(api_port)}"
         check_api_and_edge(
             api,
             ports.address(flag_value(server_svc["command"], "--connector-listen")),
             ports.address(flag_value(server_svc["command"], "--client-listen")),
-            data / "edge-ca.pem", admin_key,
+            data / "edge-ca.pem", admin_key, BASE_DOMAIN, EDGE_HOST,
         )
         code, took = srv.stop()
     assert code == 0, srv.log.read_text()
@@ -131,32 +117,6 @@ def directory(database_url: str) -> dict[str, str]:
         return dict(conn.execute("SELECT edge_id, peer_addr FROM edges"))
 
 
-class Pod:
-    """One server pod of a rendered Deployment, run here."""
-
-    def __init__(self, objs, cluster, root: Path, index: int, database_url: str):
-        deploy = one(objs, "Deployment", FULLNAME)
-        self.spec = deploy["spec"]["template"]["spec"]
-        (self.container,) = [c for c in containers(self.spec) if c["name"] == "server"]
-        fields = {"metadata.name": f"{FULLNAME}-7d9f-{index}", "status.podIP": "127.0.0.1"}
-        self.env = serverrun.container_env(self.container, cluster, fields)
-        if not self.env["MCP_TUNNEL_DATABASE_URL"].startswith("sqlite:"):
-            self.env["MCP_TUNNEL_DATABASE_URL"] = database_url
-        self.root = root / f"pod-{index}"
-        self.mounts = serverrun.materialize(self.spec, self.container, cluster, self.root)
-        self.ports = Ports()
-        args = [serverrun.expand(a, self.env) for a in self.container["args"]]
-        self.argv = serverrun.local_argv(args, self.mounts, self.ports)
-        self.index = index
-
-    def probe(self, kind: str) -> str:
-        return serverrun.probe_url(self.container[kind], self.container, self.ports)
-
-    def port(self, name: str) -> str:
-        (p,) = [p["containerPort"] for p in self.container["ports"] if p["name"] == name]
-        return f"127.0.0.1:{self.ports.local(p)}"
-
-
 @pytest.mark.parametrize("name", list(SERVER_SETS))
 def test_chart_pods_run_the_real_server(name, tmp_path):
     values = SERVER_SETS[name]
@@ -167,22 +127,26 @@ def test_chart_pods_run_the_real_server(name, tmp_path):
     pods = [Pod(objs, cluster, tmp_path, i, db) for i in range(replicas)]
     mounted = {p.index: {m: serverrun.files_under(d) for m, d in p.mounts.items()} for p in pods}
     grace = pods[0].spec["terminationGracePeriodSeconds"]
-    with serverrun.server(pods[0].argv, pods[0].env, tmp_path, pods[0].probe("startupProbe"), "pod-0") as first:
-        with serverrun.server(pods[-1].argv, pods[-1].env, tmp_path, pods[-1].probe("startupProbe"), f"pod-{replicas - 1}") as last:
-            for pod in pods:
-                for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
-                    assert serverrun.get(pod.probe(kind))[0] == 200, (pod.index, kind)
-            check_api_and_edge(pods[0].port("api"), pods[-1].port("connector"), pods[-1].port("client"), ca, admin_key)
-            # Each replica heartbeats its name ($(POD_NAME)) and the peer address it
-            # advertises ($(POD_IP):peer port) into the shared directory.
-            expected = {p.env["POD_NAME"]: p.port("peer") for p in pods}
-            deadline = time.monotonic() + 10
-            while (edges := directory(db)) != expected:
-                assert time.monotonic() < deadline, edges
-                time.sleep(0.2)
-            code, took = last.stop()
-            assert code == 0 and took < grace, last.log.read_text()
-        code, took = first.stop()
-        assert code == 0 and took < grace, first.log.read_text()
+    with ExitStack() as stack:
+        running = [
+            stack.enter_context(serverrun.server(p.argv, p.env, tmp_path, p.probe("startupProbe"), f"pod-{p.index}"))
+            for p in pods
+        ]
+        for pod in pods:
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert serverrun.get(pod.probe(kind))[0] == 200, (pod.index, kind)
+        check_api_and_edge(
+            pods[0].port("api"), pods[-1].port("connector"), pods[-1].port("client"), ca, admin_key, BASE_DOMAIN, EDGE_HOST,
+        )
+        # Each replica heartbeats its name ($(POD_NAME)) and the peer address it
+        # advertises ($(POD_IP):peer port) into the shared directory.
+        expected = {p.env["POD_NAME"]: p.port("peer") for p in pods}
+        deadline = time.monotonic() + 10
+        while (edges := directory(db)) != expected:
+            assert time.monotonic() < deadline, edges
+            time.sleep(0.2)
+        for r in reversed(running):
+            code, took = r.stop()
+            assert code == 0 and took < grace, r.log.read_text()
     for pod in pods:
         assert {m: serverrun.files_under(d) for m, d in pod.mounts.items()} == mounted[pod.index]

@@ -114,4 +114,15 @@ SERVER_SETS = {
             "metrics": {"podMonitor": {"enabled": True}},
         },
     ),
+    "single-replica-public-api": merge(
+        SERVER_BASE,
+        {
+            "replicaCount": 1,
+            "database": {"existingSecret": "mcp-tunnel-db"},
+            # The API published by its own LoadBalancer, TLS in the pod: it sees the
+            # clients' addresses.
+            "service": {"api": {"type": "LoadBalancer"}, "edge": {"loadBalancerSourceRanges": ["0.0.0.0/0"]}},
+            "networkPolicy": {"apiFrom": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]},
+        },
+    ),
 }
