@@ -289,7 +289,11 @@ fn check_chain(i: &CertInputs, leaf: &[u8]) -> Finding {
             RENEW,
         );
     };
-    let at = i.now.clamp(nb, na);
+    // A moment both certificates are valid at, as near now as possible; validity has
+    // its own findings.
+    let (cnb, cna) = mcp_tunnel_pki::tls::validity(&ca).unwrap_or((nb, na));
+    let (lo, hi) = (nb.max(cnb), na.min(cna));
+    let at = if lo <= hi { i.now.clamp(lo, hi) } else { i.now };
     let ski = validate::validate_ca_der(&ca, at)
         .map(|c| hex::encode(c.subject_key_id))
         .unwrap_or_default();
