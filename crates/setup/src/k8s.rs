@@ -253,7 +253,8 @@ impl K8sSecret {
     }
 }
 
-fn decode_data(obj: &Value) -> Result<Contents, String> {
+/// The data of a Secret object as the API returns it, decoded; only setup's keys.
+pub fn decode_data(obj: &Value) -> Result<Contents, String> {
     let mut out = Contents::new();
     let Some(data) = obj.get("data").filter(|d| !d.is_null()) else {
         return Ok(out);
