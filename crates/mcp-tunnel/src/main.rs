@@ -45,6 +45,8 @@ enum Command {
     Setup(commands::setup::SetupArgs),
     /// Audit a deployment against the security guide; exit 1 on a high finding.
     Doctor(commands::doctor::DoctorArgs),
+    /// Stop the stack, archive the tunnel, delete its stored credentials.
+    Teardown(commands::teardown::TeardownArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => commands::admin::run(args).await,
             Command::Setup(args) => commands::setup::run(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
+            Command::Teardown(args) => commands::teardown::run(args).await,
         }
     });
     match result {

@@ -109,8 +109,30 @@ impl KubeClient {
         })
     }
 
-    fn secret_path(&self, name: &str) -> String {
-        format!("/api/v1/namespaces/{}/secrets/{}", self.namespace, name)
+    /// The Secret's URL path; names are DNS-1123 subdomains, so nothing else can reach
+    /// the path.
+    fn secret_path(&self, name: &str) -> Result<String, KubeError> {
+        for (what, v) in [
+            ("Secret name", name),
+            ("namespace", self.namespace.as_str()),
+        ] {
+            let ok = !v.is_empty()
+                && v.len() <= 253
+                && v.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && !v.starts_with(['-', '.'])
+                && !v.ends_with(['-', '.']);
+            if !ok {
+                return Err(KubeError::Config(format!(
+                    "invalid {what} {v:?} (lowercase letters, digits, '-' and '.')"
+                )));
+            }
+        }
+        Ok(format!(
+            "/api/v1/namespaces/{}/secrets/{}",
+            self.namespace, name
+        ))
     }
 
     async fn send(&self, method: Method, path: &str) -> Result<(u16, Vec<u8>), KubeError> {
@@ -143,7 +165,7 @@ impl KubeClient {
         &self,
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, KubeError> {
-        let path = self.secret_path(name);
+        let path = self.secret_path(name)?;
         let (status, body) = self.send(Method::GET, &path).await?;
         match status {
             200 => {}
@@ -168,7 +190,7 @@ impl KubeClient {
 
     /// Deletes a Secret; `Ok(false)` when it was already gone (`--ignore-not-found`).
     pub async fn delete_secret(&self, name: &str) -> Result<bool, KubeError> {
-        let path = self.secret_path(name);
+        let path = self.secret_path(name)?;
         let (status, body) = self.send(Method::DELETE, &path).await?;
         match status {
             200 | 202 => Ok(true),

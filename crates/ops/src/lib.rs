@@ -6,6 +6,9 @@ pub mod compose;
 pub mod doctor;
 pub mod finding;
 pub mod k8s;
+pub mod runbook;
 pub mod setup_output;
+pub mod stop;
+pub mod teardown;
 
 pub use finding::{Finding, Report, Severity, Status};

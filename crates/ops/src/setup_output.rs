@@ -16,6 +16,20 @@ pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
 pub const TLS_CERT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
+/// The token-version state (SPEC §9 names no file; this is what `setup init` writes).
+pub const TOKEN_VERSION: &str = "token-version";
+
+/// Every name the setup output may hold.
+pub const ALL_ENTRIES: [&str; 8] = [
+    TUNNEL_ID,
+    TUNNEL_DOMAIN,
+    TUNNEL_TOKEN,
+    CA_CERT,
+    CA_KEY,
+    TLS_CERT,
+    TLS_KEY,
+    TOKEN_VERSION,
+];
 
 /// Entries that are credentials: must be readable by the owner only.
 pub const SECRET_ENTRIES: [&str; 3] = [CA_KEY, TLS_KEY, TUNNEL_TOKEN];

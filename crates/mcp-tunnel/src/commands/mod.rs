@@ -11,4 +11,5 @@ pub mod healthcheck;
 pub mod proxy;
 pub mod server;
 pub mod setup;
+pub mod teardown;
 pub mod tunnels;
