@@ -43,6 +43,8 @@ enum Command {
     Admin(commands::admin::AdminArgs),
     /// Provision the customer's stack: tunnel, CA, server certificate, token (SPEC §9).
     Setup(commands::setup::SetupArgs),
+    /// The whole system on this machine, proving a tool call end to end.
+    Quickstart(commands::quickstart::QuickstartArgs),
     /// Audit a deployment against the security guide; exit 1 on a high finding.
     Doctor(commands::doctor::DoctorArgs),
     /// Stop the stack, archive the tunnel, delete its stored credentials.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
             Command::Certs(args) => commands::certs::run(args).await,
             Command::Admin(args) => commands::admin::run(args).await,
             Command::Setup(args) => commands::setup::run(args).await,
+            Command::Quickstart(args) => commands::quickstart::run(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
             Command::Teardown(args) => commands::teardown::run(args).await,
         }

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod edge;
 pub mod healthcheck;
 pub mod proxy;
+pub mod quickstart;
 pub mod server;
 pub mod setup;
 pub mod teardown;
