@@ -45,6 +45,8 @@ enum Command {
     Setup(commands::setup::SetupArgs),
     /// The whole system on this machine, proving a tool call end to end.
     Quickstart(commands::quickstart::QuickstartArgs),
+    /// A local plain-HTTP endpoint for any MCP client, into a tunnel's route.
+    Connect(commands::connect::ConnectArgs),
     /// Audit a deployment against the security guide; exit 1 on a high finding.
     Doctor(commands::doctor::DoctorArgs),
     /// Stop the stack, archive the tunnel, delete its stored credentials.
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => commands::admin::run(args).await,
             Command::Setup(args) => commands::setup::run(args).await,
             Command::Quickstart(args) => commands::quickstart::run(args).await,
+            Command::Connect(args) => commands::connect::run(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
             Command::Teardown(args) => commands::teardown::run(args).await,
         }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod api;
 pub mod call;
 pub mod certs;
+pub mod connect;
 pub mod connector;
 pub mod doctor;
 pub mod edge;
