@@ -51,6 +51,8 @@ enum Command {
     Doctor(commands::doctor::DoctorArgs),
     /// Stop the stack, archive the tunnel, delete its stored credentials.
     Teardown(commands::teardown::TeardownArgs),
+    /// Breach response: stop, revoke, archive, checklist, evidence; then restore.
+    Incident(commands::incident::IncidentArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => commands::connect::run(args).await,
             Command::Doctor(args) => commands::doctor::run(args).await,
             Command::Teardown(args) => commands::teardown::run(args).await,
+            Command::Incident(args) => commands::incident::run(args).await,
         }
     });
     match result {

@@ -5,10 +5,12 @@
 pub mod compose;
 pub mod doctor;
 pub mod finding;
+pub mod incident;
 pub mod k8s;
 pub mod runbook;
 pub mod setup_output;
 pub mod stop;
 pub mod teardown;
+pub mod timefmt;
 
 pub use finding::{Finding, Report, Severity, Status};

@@ -9,6 +9,7 @@ pub mod connector;
 pub mod doctor;
 pub mod edge;
 pub mod healthcheck;
+pub mod incident;
 pub mod proxy;
 pub mod quickstart;
 pub mod server;
