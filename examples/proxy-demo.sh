@@ -13,7 +13,7 @@ root=$PWD
 domain=demo1234.tunnel.local
 
 cargo build --locked --quiet -p mcp-tunnel
-bin=$root/target/debug/mcp-tunnel
+bin=${CARGO_TARGET_DIR:-$root/target}/debug/mcp-tunnel
 if ! .venv/bin/python -c 'import mcp.server.mcpserver' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r testdata/requirements.txt
