@@ -151,6 +151,23 @@ async fn a_running_quickstart_takes_a_token_rotation_and_a_renewed_certificate()
         .await;
     let s = state(&dir);
     assert_eq!(call_echo(&s, "before").await, "before");
+    // The local endpoint `connect` serves for the user's own MCP client.
+    let local = s["local_endpoint"].as_str().unwrap();
+    let http = mcp_tunnel_control::http_client::HttpClient::new(None).unwrap();
+    let resp = http
+        .send(
+            "POST".parse().unwrap(),
+            local,
+            &[("accept", "application/json, text/event-stream".to_owned())],
+            Some(
+                br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#
+                    .to_vec(),
+            ),
+        )
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "3", "{v}");
 
     // setup init with a new token version: the connector re-reads the token file.
     let stack = dir.join("stack");

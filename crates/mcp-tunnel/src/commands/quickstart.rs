@@ -99,6 +99,8 @@ impl Layout {
 
 /// What is running, for the summary and `quickstart.json`.
 struct Running {
+    /// `connect`'s local endpoint for the user's own MCP client.
+    local: SocketAddr,
     api_url: String,
     edge_clients: SocketAddr,
     edge_connectors: String,
@@ -259,7 +261,11 @@ async fn start(args: &QuickstartArgs, procs: &mut Vec<Proc>) -> Result<Running, 
     )
     .await
     .stage("call")?;
+    let local = start_connect(&l, &api_url, edge_clients, &tunnel_id, procs)
+        .await
+        .stage("connect")?;
     let running = Running {
+        local,
         api_url,
         edge_clients,
         edge_connectors,
@@ -518,6 +524,67 @@ async fn call_through_tunnel(
     ))
 }
 
+/// `connect` on a loopback port, checked with an `initialize` through it.
+async fn start_connect(
+    l: &Layout,
+    api_url: &str,
+    edge: SocketAddr,
+    tunnel_id: &str,
+    procs: &mut Vec<Proc>,
+) -> anyhow::Result<SocketAddr> {
+    let edge = edge.to_string();
+    let ca = l.edge_ca().display().to_string();
+    let mut cmd = command(&[
+        "connect",
+        "--tunnel-id",
+        tunnel_id,
+        "--route",
+        ROUTE,
+        "--edge",
+        &edge,
+        "--edge-ca-file",
+        &ca,
+        "--api-url",
+        api_url,
+        "--api-ca-file",
+        &ca,
+        "--listen",
+        "127.0.0.1:0",
+    ])?;
+    cmd.env("MCP_TUNNEL_CLIENT_KEY", read_trimmed(&l.client_key())?)
+        .env("MCP_TUNNEL_API_KEY", read_trimmed(&l.reader_key())?);
+    let mut p = Proc::spawn("connect", cmd, l.log("connect"))?;
+    let line = p
+        .wait_for("connect listening", Duration::from_secs(30))
+        .await?;
+    let addr: SocketAddr = api_field(&line, "addr")?.parse()?;
+    let http = mcp_tunnel_control::http_client::HttpClient::new(None)?;
+    // `initialize`: the one request every MCP server answers without a session.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "mcp-tunnel quickstart", "version": env!("CARGO_PKG_VERSION")}}});
+    let resp = http
+        .send(
+            Method::POST,
+            &format!("http://{addr}/mcp"),
+            &[
+                ("accept", "application/json, text/event-stream".to_owned()),
+                ("mcp-protocol-version", "2025-06-18".to_owned()),
+            ],
+            Some(body.to_string().into_bytes()),
+        )
+        .await?;
+    if !resp.status.is_success() {
+        bail!(
+            "initialize through connect answered HTTP {}: {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        );
+    }
+    procs.push(p);
+    Ok(addr)
+}
+
 fn write_state(l: &Layout, r: &Running) -> anyhow::Result<()> {
     let v = json!({
         "dir": l.root,
@@ -534,6 +601,7 @@ fn write_state(l: &Layout, r: &Running) -> anyhow::Result<()> {
         "tunnel_ca_file": l.stack().join("ca.crt"),
         "route_url": format!("https://{ROUTE}.{}/mcp", r.domain),
         "upstream": r.upstream,
+        "local_endpoint": format!("http://{}/mcp", r.local),
         "logs": l.logs(),
     });
     std::fs::write(
@@ -558,6 +626,9 @@ Through client -> edge -> connector -> proxy -> MCP server: {answer}
   Tunnels API   {api}  (admin key: {d}/admin-api-key, CA: {d}/server/edge-ca.pem)
   edge          MCP clients at {edge}, connectors at {conn}
 
+Point your own MCP client (streamable HTTP) at the local endpoint of `connect`:
+  http://{local}/mcp
+
 Call a tool yourself (a client access key, the edge's CA, the tunnel's CA):
   MCP_TUNNEL_CLIENT_KEY=$(cat {d}/client-key) {me} call {route_url} \\
     --edge {edge} --edge-ca-file {d}/server/edge-ca.pem --ca-file {d}/stack/ca.crt \\
@@ -565,10 +636,11 @@ Call a tool yourself (a client access key, the edge's CA, the tunnel's CA):
 
 Credentials: {d}/stack (tunnel token, CA and server certificate, from `setup init`),
              {d}/client-key, {d}/reader-api-key, {d}/admin-api-key (all mode 0600)
-Logs:        {d}/logs (server, setup, proxy, connector)
+Logs:        {d}/logs (server, setup, proxy, connector, connect)
 Everything above as JSON: {d}/quickstart.json
 Stop with Ctrl-C; `{me} quickstart --dir {d}` starts this same tunnel again.",
         answer = r.answer,
+        local = r.local,
         id = r.tunnel_id,
         domain = r.domain,
         upstream = r.upstream,
