@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use mcp_tunnel_control::client::{ApiClient, Method};
+use mcp_tunnel_pki::crypto::Secret;
 use mcp_tunnel_testutil::harness::bin;
 use mcp_tunnel_testutil::logs::LoggedChild;
 use mcp_tunnel_testutil::mcp::McpServer;
@@ -137,6 +139,66 @@ async fn the_mcp_sdk_client_works_through_connect() {
     assert_eq!(progress.len(), 3, "{progress:?}");
     assert_eq!(progress[2][0], 3.0);
     assert_eq!(progress[2][2], "step 3");
+
+    // The proxy's CA is archived (a second CA keeps the tunnel active): once connect
+    // has re-read the registered CAs, it refuses the proxy, naming the rule.
+    let admin = ApiClient::new(
+        s(&state, "api_url"),
+        Secret::new(
+            std::fs::read_to_string(s(&state, "admin_key_file"))
+                .unwrap()
+                .trim(),
+        ),
+        Some(Path::new(s(&state, "api_ca_file"))),
+        None,
+    )
+    .unwrap();
+    let tunnel = s(&state, "tunnel_id");
+    let certs = admin
+        .call(
+            Method::GET,
+            &format!("/v1/tunnels/{tunnel}/certificates"),
+            None,
+        )
+        .await
+        .unwrap();
+    let old = certs["data"][0]["id"].as_str().unwrap().to_owned();
+    let other =
+        mcp_tunnel_pki::generate::generate_ca("second CA", Duration::from_secs(86_400)).unwrap();
+    admin
+        .call(
+            Method::POST,
+            &format!("/v1/tunnels/{tunnel}/certificates"),
+            Some(serde_json::json!({"ca_certificate_pem": other.cert_pem})),
+        )
+        .await
+        .unwrap();
+    admin
+        .call(
+            Method::POST,
+            &format!("/v1/tunnels/{tunnel}/certificates/{old}/archive"),
+            None,
+        )
+        .await
+        .unwrap();
+    connect
+        .wait_for(Duration::from_secs(10), |l| {
+            l.contains("the tunnel's CA certificates changed")
+        })
+        .await;
+    let http = mcp_tunnel_control::http_client::HttpClient::new(None).unwrap();
+    let resp = http
+        .send(
+            Method::POST,
+            &format!("http://{addr}/mcp"),
+            &[("accept", "application/json, text/event-stream".to_owned())],
+            Some(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_vec()),
+        )
+        .await
+        .unwrap();
+    let body = String::from_utf8_lossy(&resp.body);
+    assert_eq!(resp.status.as_u16(), 502, "{body}");
+    assert!(body.contains("proxy certificate refused"), "{body}");
     drop(connect);
     drop(quickstart);
 }
