@@ -53,6 +53,8 @@ enum Command {
     Teardown(commands::teardown::TeardownArgs),
     /// Breach response: stop, revoke, archive, checklist, evidence; then restore.
     Incident(commands::incident::IncidentArgs),
+    /// Follow the stack's logs and alert on warnings, errors and unusual traffic.
+    Monitor(commands::monitor::MonitorArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => commands::doctor::run(args).await,
             Command::Teardown(args) => commands::teardown::run(args).await,
             Command::Incident(args) => commands::incident::run(args).await,
+            Command::Monitor(args) => commands::monitor::run(args).await,
         }
     });
     match result {

@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod finding;
 pub mod incident;
 pub mod k8s;
+pub mod monitor;
 pub mod runbook;
 pub mod setup_output;
 pub mod stop;

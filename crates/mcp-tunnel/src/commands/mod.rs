@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod edge;
 pub mod healthcheck;
 pub mod incident;
+pub mod monitor;
 pub mod proxy;
 pub mod quickstart;
 pub mod server;
