@@ -55,6 +55,8 @@ enum Command {
     Incident(commands::incident::IncidentArgs),
     /// Follow the stack's logs and alert on warnings, errors and unusual traffic.
     Monitor(commands::monitor::MonitorArgs),
+    /// Rotate the tunnel token, server certificate or CA without downtime.
+    Rotate(commands::rotate::RotateArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
             Command::Teardown(args) => commands::teardown::run(args).await,
             Command::Incident(args) => commands::incident::run(args).await,
             Command::Monitor(args) => commands::monitor::run(args).await,
+            Command::Rotate(args) => commands::rotate::run(args).await,
         }
     });
     match result {

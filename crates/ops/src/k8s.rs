@@ -136,13 +136,22 @@ impl KubeClient {
     }
 
     async fn send(&self, method: Method, path: &str) -> Result<(u16, Vec<u8>), KubeError> {
+        self.send_body(method, path, None).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), KubeError> {
         let mut headers = vec![("accept", "application/json".to_owned())];
         if let Some(t) = &self.token {
             headers.push(("authorization", format!("Bearer {}", t.expose())));
         }
         let resp = self
             .http
-            .send(method, &format!("{}{path}", self.base), &headers, None)
+            .send(method, &format!("{}{path}", self.base), &headers, body)
             .await?;
         Ok((resp.status.as_u16(), resp.body.to_vec()))
     }
@@ -186,6 +195,36 @@ impl KubeClient {
             out.insert(k.clone(), bytes);
         }
         Ok(Some(out))
+    }
+
+    /// Sets keys of an existing Secret: read, change, replace with its
+    /// `resourceVersion`, so a concurrent writer makes this fail (409) instead of being
+    /// overwritten.
+    pub async fn update_secret_data(
+        &self,
+        name: &str,
+        updates: &[(&str, &[u8])],
+    ) -> Result<(), KubeError> {
+        let path = self.secret_path(name)?;
+        let (status, body) = self.send(Method::GET, &path).await?;
+        if status != 200 {
+            return Err(Self::status_error("GET", &path, status, &body));
+        }
+        let mut obj: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| KubeError::Config(format!("GET {path}: not JSON ({e})")))?;
+        if !obj["data"].is_object() {
+            obj["data"] = serde_json::json!({});
+        }
+        for (k, v) in updates {
+            obj["data"][*k] = base64::engine::general_purpose::STANDARD.encode(v).into();
+        }
+        let (status, body) = self
+            .send_body(Method::PUT, &path, Some(obj.to_string().into_bytes()))
+            .await?;
+        match status {
+            200 | 201 => Ok(()),
+            s => Err(Self::status_error("PUT", &path, s, &body)),
+        }
     }
 
     /// Deletes a Secret; `Ok(false)` when it was already gone (`--ignore-not-found`).

@@ -8,6 +8,7 @@ pub mod finding;
 pub mod incident;
 pub mod k8s;
 pub mod monitor;
+pub mod rotate;
 pub mod runbook;
 pub mod setup_output;
 pub mod stop;

@@ -34,7 +34,7 @@ fn status(code: u16, reason: &str, message: &str) -> (u16, String) {
 }
 
 impl FakeApi {
-    fn handle(&self, method: &str, path: &str) -> (u16, String) {
+    fn handle(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         let Some(rest) = path.strip_prefix("/api/v1/namespaces/") else {
             return status(
                 404,
@@ -58,6 +58,23 @@ impl FakeApi {
                 secrets.remove(&key);
                 status(200, "", "")
             }
+            ("PUT", Some(current)) => {
+                let Ok(new) = serde_json::from_slice::<serde_json::Value>(body) else {
+                    return status(400, "BadRequest", "not JSON");
+                };
+                if new["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                    return status(409, "Conflict", "the object has been modified");
+                }
+                let mut stored = new.clone();
+                let v: u64 = current["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("1")
+                    .parse()
+                    .unwrap_or(1);
+                stored["metadata"]["resourceVersion"] = (v + 1).to_string().into();
+                secrets.insert(key, stored.clone());
+                (200, stored.to_string())
+            }
             (_, None) => status(404, "NotFound", &format!("secrets \"{name}\" not found")),
             _ => status(405, "MethodNotAllowed", "method not allowed"),
         }
@@ -73,7 +90,7 @@ impl FakeApi {
                 )
             })
             .collect();
-        let obj = serde_json::json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": name, "namespace": ns}, "type": "Opaque", "data": data});
+        let obj = serde_json::json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": name, "namespace": ns, "resourceVersion": "1"}, "type": "Opaque", "data": data});
         self.secrets
             .lock()
             .unwrap()
@@ -109,7 +126,21 @@ impl FakeApi {
                         path: path.clone(),
                         authorization,
                     });
-                    let (code, body) = api.handle(&method, &path);
+                    let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let want: usize = head
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_len + want {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let req_body = buf[head_len..].to_vec();
+                    let (code, body) = api.handle(&method, &path, &req_body);
                     let resp = format!(
                         "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
@@ -272,4 +303,57 @@ async fn doctor_reads_the_setup_output_from_a_secret() {
     o.secret = Some("absent".into());
     let r = common::run(&o).await;
     common::assert_finding(&r, "setup.output", Status::Fail, Severity::High);
+}
+
+#[tokio::test]
+async fn rotate_cert_replaces_the_keys_of_the_secret() {
+    use mcp_tunnel_ops::rotate::{self, Store};
+    let pki = common::good_pki();
+    let api = FakeApi::default();
+    api.put(
+        "mcp-tunnel",
+        "mcp-tunnel",
+        &[
+            ("tunnel-id", b"tnl_s"),
+            ("tunnel-domain", common::DOMAIN.as_bytes()),
+            ("ca.crt", pki.ca.cert_pem.as_bytes()),
+            ("ca.key", pki.ca.key_pem.expose().as_bytes()),
+            ("tls.crt", pki.server.cert_pem.as_bytes()),
+            ("tls.key", pki.server.key_pem.expose().as_bytes()),
+        ],
+    );
+    let url = api.clone().serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Secret {
+        kube: client(&url, dir.path()),
+        name: "mcp-tunnel".into(),
+    };
+    let results = rotate::cert(
+        &store,
+        std::time::Duration::from_secs(86_400 * 90),
+        None,
+        std::time::Duration::ZERO,
+    )
+    .await;
+    assert!(!results.iter().any(|r| r.failed()), "{results:#?}");
+    let after = store.read().await.unwrap();
+    let new_cert = after.entries.get("tls.crt").unwrap().bytes.clone();
+    assert_ne!(new_cert, pki.server.cert_pem.as_bytes());
+    // The new pair is valid under the same CA, and the other keys are untouched.
+    let mut o = common::opts();
+    o.secret = Some("mcp-tunnel".into());
+    o.kube = Some(client(&url, dir.path()));
+    let r = common::run(&o).await;
+    use mcp_tunnel_ops::finding::{Severity, Status};
+    common::assert_finding(&r, "cert.chain", Status::Pass, Severity::High);
+    common::assert_finding(&r, "cert.key_match", Status::Pass, Severity::High);
+    assert_eq!(after.text("tunnel-id").as_deref(), Some("tnl_s"));
+    assert!(
+        api.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.method == "PUT"
+                && r.path == "/api/v1/namespaces/mcp-tunnel/secrets/mcp-tunnel")
+    );
 }

@@ -12,6 +12,7 @@ pub mod healthcheck;
 pub mod incident;
 pub mod monitor;
 pub mod proxy;
+pub mod rotate;
 pub mod quickstart;
 pub mod server;
 pub mod setup;

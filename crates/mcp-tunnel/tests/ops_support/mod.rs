@@ -102,6 +102,18 @@ impl ControlPlane {
         }
     }
 
+    /// The edge's client listener (`server` mode only).
+    pub fn client_addr(&self) -> String {
+        let line = self
+            .process
+            .lines()
+            .into_iter()
+            .find(|l| l.contains("\"edge listening\""))
+            .expect("edge listening");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        v["client"].as_str().unwrap().to_owned()
+    }
+
     pub fn client(&self) -> ApiClient {
         ApiClient::new(
             &self.url,
