@@ -273,7 +273,10 @@ async fn rotations_under_continuous_traffic_lose_nothing() {
     // CA: new CA beside the old, new certificate served, old CA archived.
     let old_ca = std::fs::read_to_string(rig.out.join("ca.crt")).unwrap();
     let text = under_traffic(&rig, &["ca", "--propagation", "1s"]).await;
-    assert!(text.contains("let clients learn the new CA") && text.contains("archive the old CA"), "{text}");
+    assert!(
+        text.contains("let clients learn the new CA") && text.contains("archive the old CA"),
+        "{text}"
+    );
     let cas = active_cas(&rig.cp.client(), &rig.id).await;
     assert_eq!(cas.len(), 1);
     let new_ca = std::fs::read_to_string(rig.out.join("ca.crt")).unwrap();

@@ -232,8 +232,16 @@ fn print_state(st: &IncidentState, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(st)?);
         return Ok(());
     }
-    let until = st.params.until_ms.map(timefmt::fmt_ms).unwrap_or_else(|| "evidence collection".into());
-    println!("incident {} (window {} to {until})", st.id, timefmt::fmt_ms(st.params.since_ms));
+    let until = st
+        .params
+        .until_ms
+        .map(timefmt::fmt_ms)
+        .unwrap_or_else(|| "evidence collection".into());
+    println!(
+        "incident {} (window {} to {until})",
+        st.id,
+        timefmt::fmt_ms(st.params.since_ms)
+    );
     for s in &st.steps {
         let status = format!("{:?}", s.status).to_lowercase();
         println!("  {:<8} {:<22} {}", status, s.name, s.detail);
