@@ -37,13 +37,24 @@ async fn live_ssrf_attempts_and_bad_handshakes_raise_alerts() {
         assert!(h.try_session("meta", &wrong).await.is_err());
     }
     // Ship the proxy's log lines into the file the monitor follows, as a log shipper
-    // would; the monitor started at the (empty) file's end and reads what is appended.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    {
+    // would (appending what is new); the monitor started at the empty file's end.
+    let ship = |n: usize| {
+        let lines = h.proxy.lines();
         let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        for l in h.proxy.lines() {
+        for l in &lines[n..] {
             writeln!(f, "{l}").unwrap();
         }
+        lines.len()
+    };
+    let mut n = 0;
+    for _ in 0..100 {
+        n = ship(n);
+        let out = monitor.lines().join("\n");
+        if out.contains("burst.ip_validation_failed") && out.contains("burst.tls_handshake_failed")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ssrf = monitor
         .wait_for(Duration::from_secs(10), |l| {
