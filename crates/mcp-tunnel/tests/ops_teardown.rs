@@ -211,3 +211,50 @@ async fn compose_stacks_are_stopped_with_docker_compose_down() {
         format!("compose -f {} down --timeout 10", compose.display())
     );
 }
+
+#[tokio::test]
+async fn helm_releases_are_uninstalled() {
+    let work = tempfile::tempdir().unwrap();
+    let stub = work.path().join("bin");
+    std::fs::create_dir(&stub).unwrap();
+    let calls = work.path().join("calls");
+    let helm = stub.join("helm");
+    std::fs::write(
+        &helm,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        stub.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = bin()
+        .args([
+            "teardown",
+            "--yes",
+            "--skip-archive",
+            "--helm-release",
+            "mcp-tunnel",
+            "-n",
+            "mcp-tunnel",
+        ])
+        .env("PATH", &path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap().trim(),
+        "uninstall mcp-tunnel -n mcp-tunnel --ignore-not-found"
+    );
+}
