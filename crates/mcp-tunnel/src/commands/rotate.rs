@@ -54,8 +54,9 @@ enum What {
         #[arg(long, default_value = "2160h", value_parser = parse_duration)]
         cert_duration: Duration,
         /// How long clients may cache the tunnel's CA list: the new CA is registered
-        /// this long before the proxy serves a certificate from it.
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        /// this long before the proxy serves a certificate from it (longer than
+        /// `connect --refresh-interval`, 60s by default).
+        #[arg(long, default_value = "90s", value_parser = parse_duration)]
         propagation: Duration,
     },
 }
