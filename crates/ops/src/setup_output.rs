@@ -2,36 +2,22 @@
 //! Secret (`k8s-secret:NAME`) holding `tunnel-id`, `tunnel-domain`, `tunnel-token`,
 //! `ca.crt`, `ca.key`, `tls.crt`, `tls.key` and the token-version state.
 //!
-//! Read here by name only, from the SPEC's layout, so `doctor`, `teardown` and `incident`
-//! work on whatever `setup init` wrote without linking to it.
+//! The names come from `mcp_tunnel_setup::keys`, the one definition of that layout, so
+//! `doctor`, `teardown` and `incident` read exactly what `setup init` writes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-pub const TUNNEL_ID: &str = "tunnel-id";
-pub const TUNNEL_DOMAIN: &str = "tunnel-domain";
-pub const TUNNEL_TOKEN: &str = "tunnel-token";
-pub const CA_CERT: &str = "ca.crt";
-pub const CA_KEY: &str = "ca.key";
-pub const TLS_CERT: &str = "tls.crt";
-pub const TLS_KEY: &str = "tls.key";
-/// The token-version state (SPEC §9 names no file; this is what `setup init` writes).
-pub const TOKEN_VERSION: &str = "token-version";
+pub use mcp_tunnel_setup::keys::{
+    CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, TOKEN_VERSION, TUNNEL_DOMAIN, TUNNEL_ID, TUNNEL_TOKEN,
+};
 
 /// Every name the setup output may hold.
-pub const ALL_ENTRIES: [&str; 8] = [
-    TUNNEL_ID,
-    TUNNEL_DOMAIN,
-    TUNNEL_TOKEN,
-    CA_CERT,
-    CA_KEY,
-    TLS_CERT,
-    TLS_KEY,
-    TOKEN_VERSION,
-];
+pub const ALL_ENTRIES: [&str; 8] = mcp_tunnel_setup::keys::ALL;
 
-/// Entries that are credentials: must be readable by the owner only.
+/// Entries that are credentials: must be readable by the owner only (the ones
+/// `mcp_tunnel_setup::keys::is_secret` names, in report order).
 pub const SECRET_ENTRIES: [&str; 3] = [CA_KEY, TLS_KEY, TUNNEL_TOKEN];
 
 /// Where an output lives, as written in `--output`.
@@ -234,6 +220,19 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Outpu
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_entries_are_exactly_the_ones_setup_treats_as_secret() {
+        let secret: Vec<&str> = super::ALL_ENTRIES
+            .into_iter()
+            .filter(|k| mcp_tunnel_setup::keys::is_secret(k))
+            .collect();
+        let mut expected = super::SECRET_ENTRIES.to_vec();
+        expected.sort_unstable();
+        let mut secret = secret;
+        secret.sort_unstable();
+        assert_eq!(secret, expected);
+    }
+
     use super::*;
 
     #[test]
