@@ -221,11 +221,7 @@ async fn create_key(
 }
 
 pub async fn list_api_keys(State(s): State<Arc<ApiState>>, AdminCaller(p): AdminCaller) -> Reply {
-    let keys = s
-        .store
-        .list_credentials(p.org_id(), CredentialKind::ApiKey)
-        .await?;
-    Ok(list(keys.iter().map(|k| k.view()).collect()))
+    list_keys(&s, &p, CredentialKind::ApiKey).await
 }
 
 pub async fn create_api_key(
@@ -241,22 +237,14 @@ pub async fn revoke_api_key(
     AdminCaller(p): AdminCaller,
     Path(id): Path<String>,
 ) -> Reply {
-    let c = s
-        .store
-        .revoke_credential(&p.actor(), CredentialKind::ApiKey, &id)
-        .await?;
-    Ok(to_json(&c.view()))
+    revoke_key(&s, &p, CredentialKind::ApiKey, &id).await
 }
 
 pub async fn list_client_keys(
     State(s): State<Arc<ApiState>>,
     AdminCaller(p): AdminCaller,
 ) -> Reply {
-    let keys = s
-        .store
-        .list_credentials(p.org_id(), CredentialKind::ClientKey)
-        .await?;
-    Ok(list(keys.iter().map(|k| k.view()).collect()))
+    list_keys(&s, &p, CredentialKind::ClientKey).await
 }
 
 pub async fn create_client_key(
@@ -272,10 +260,21 @@ pub async fn revoke_client_key(
     AdminCaller(p): AdminCaller,
     Path(id): Path<String>,
 ) -> Reply {
-    let c = s
-        .store
-        .revoke_credential(&p.actor(), CredentialKind::ClientKey, &id)
-        .await?;
+    revoke_key(&s, &p, CredentialKind::ClientKey, &id).await
+}
+
+async fn list_keys(s: &ApiState, p: &super::auth::Principal, kind: CredentialKind) -> Reply {
+    let keys = s.store.list_credentials(p.org_id(), kind).await?;
+    Ok(list(keys.iter().map(|k| k.view()).collect()))
+}
+
+async fn revoke_key(
+    s: &ApiState,
+    p: &super::auth::Principal,
+    kind: CredentialKind,
+    id: &str,
+) -> Reply {
+    let c = s.store.revoke_credential(&p.actor(), kind, id).await?;
     Ok(to_json(&c.view()))
 }
 
