@@ -61,11 +61,9 @@ async fn mcp_initialize_list_and_call_over_h2_and_http1() {
     let started = h.proxy.logs_with_message("request started");
     assert!(started.iter().all(|l| l["route"] == "mcp"));
     let completed = h.proxy.logs_with_message("request completed");
-    assert!(
-        completed
-            .iter()
-            .any(|l| l["status"] == 200 && l["bytes"].as_u64() > Some(0))
-    );
+    assert!(completed.iter().any(|l| l["status"] == 200
+        && l["bytes"].as_u64() > Some(0)
+        && l["duration"].as_str().is_some_and(|d| d.ends_with('s'))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

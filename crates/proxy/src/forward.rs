@@ -14,6 +14,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 
+use mcp_tunnel_net::duration::format_duration;
+
 use crate::config::{ProxyConfig, Route, normalize_host};
 use crate::error::ProxyError;
 use crate::guard::GuardError;
@@ -194,7 +196,7 @@ impl Forwarder {
                 route = %route.name,
                 method = %method,
                 status = d.status.as_u16(),
-                duration_ms = started.elapsed().as_secs_f64() * 1e3,
+                duration = %format_duration(started.elapsed()),
                 bytes = d.body.len(),
                 "request completed"
             );
@@ -291,7 +293,7 @@ impl Completion {
             route = %self.route,
             method = %self.method,
             status = self.status,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            duration = %format_duration(self.started.elapsed()),
             bytes = self.bytes,
             outcome,
             "request completed"
