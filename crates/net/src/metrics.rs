@@ -37,18 +37,26 @@ impl CounterVec {
         self.add(label_values, 1);
     }
 
+    /// Adds `n` to the series. Called per request and per relayed chunk, so an existing
+    /// series is found without allocating; only a new series allocates its key.
     pub fn add(&self, label_values: &[&str], n: u64) {
         debug_assert_eq!(label_values.len(), self.labels.len(), "{}", self.name);
-        let key: Vec<String> = label_values.iter().map(|v| (*v).to_owned()).collect();
         let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        *values.entry(key).or_insert(0) += n;
+        if let Some((_, v)) = values.iter_mut().find(|(k, _)| same(k, label_values)) {
+            *v += n;
+            return;
+        }
+        let key: Vec<String> = label_values.iter().map(|v| (*v).to_owned()).collect();
+        values.insert(key, n);
     }
 
     /// The current value of one series (0 when never incremented).
     pub fn get(&self, label_values: &[&str]) -> u64 {
-        let key: Vec<String> = label_values.iter().map(|v| (*v).to_owned()).collect();
         let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        values.get(&key).copied().unwrap_or(0)
+        values
+            .iter()
+            .find(|(k, _)| same(k, label_values))
+            .map_or(0, |(_, v)| *v)
     }
 
     /// Sum over every series.
@@ -106,6 +114,10 @@ impl Gauge {
         header(out, self.name, self.help, "gauge");
         let _ = writeln!(out, "{} {}", self.name, self.get());
     }
+}
+
+fn same(key: &[String], label_values: &[&str]) -> bool {
+    key.len() == label_values.len() && key.iter().zip(label_values).all(|(a, b)| a == b)
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
