@@ -3,6 +3,7 @@
 mod argv;
 mod commands;
 mod logging;
+mod signals;
 
 use std::process::ExitCode;
 

@@ -113,10 +113,11 @@ async fn purge_access_tokens(store: ControlStore, stop: CancellationToken) {
 }
 
 pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = crate::signals::Signals::install()?;
     logging::init(&args.control.loglevel, logging::Format::Json);
     let stop = CancellationToken::new();
     let store = start(&args.control, &stop).await?;
-    super::proxy::wait_for_signal().await;
+    signals.recv().await;
     tracing::info!("shutting down");
     stop.cancel();
     store.db().close().await;

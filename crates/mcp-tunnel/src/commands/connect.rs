@@ -149,6 +149,7 @@ fn inner_tls(pems: &[String]) -> anyhow::Result<InnerTls> {
 }
 
 pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = crate::signals::Signals::install()?;
     logging::init("info", logging::Format::Json);
     let api = ApiClient::new(
         &args.api_url,
@@ -200,7 +201,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     ));
     tokio::select! {
         _ = serve(listener, pool) => {}
-        _ = super::proxy::wait_for_signal() => tracing::info!("shutting down"),
+        _ = signals.recv() => tracing::info!("shutting down"),
     }
     Ok(ExitCode::SUCCESS)
 }

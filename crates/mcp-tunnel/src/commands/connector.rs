@@ -20,6 +20,7 @@ enum ConnectorCommand {
 
 pub async fn run(args: ConnectorArgs) -> anyhow::Result<ExitCode> {
     let ConnectorCommand::Run(args) = args.command;
+    let mut signals = crate::signals::Signals::install()?;
     logging::init("info", logging::Format::Json);
     let env_token = std::env::var(TOKEN_ENV)
         .ok()
@@ -31,7 +32,7 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<ExitCode> {
     let handle = mcp_tunnel_connector::start(config).await?;
     let drainer = handle.drainer();
     tokio::spawn(async move {
-        super::proxy::wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("draining: the edge stops sending new streams, waiting for in-flight ones");
         drainer.drain();
     });

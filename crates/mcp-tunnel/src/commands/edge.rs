@@ -56,6 +56,7 @@ pub struct EdgeArgs {
 }
 
 pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = crate::signals::Signals::install()?;
     logging::init(&args.loglevel, logging::Format::Json);
     let store = mcp_tunnel_edge::store_file::load(&args.store_file)?;
     let connector_tls = server_config_from_files(&args.tls_cert, &args.tls_key)?;
@@ -96,7 +97,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
         listeners,
         Arc::new(store),
     );
-    super::proxy::wait_for_signal().await;
+    signals.recv().await;
     tracing::info!("shutting down");
     edge.shutdown().await;
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ use mcp_tunnel_proxy::Proxy;
 use mcp_tunnel_proxy::config::{DEFAULT_CONFIG_PATHS, LogFormat, ProxyConfig};
 
 use crate::logging;
+use crate::signals::Signals;
 
 #[derive(Debug, clap::Args)]
 pub struct ProxyArgs {
@@ -21,6 +22,7 @@ pub struct ProxyArgs {
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = Signals::install()?;
     let path = match args.config {
         Some(p) => p,
         None => DEFAULT_CONFIG_PATHS
@@ -52,7 +54,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let shutdown_timeout = config.shutdown_timeout;
     let proxy = Proxy::new(config)?;
     let running = proxy.start().await?;
-    wait_for_signal().await;
+    signals.recv().await;
     tracing::info!(timeout = ?shutdown_timeout, "shutting down, waiting for in-flight requests");
     if running.shutdown(shutdown_timeout).await {
         tracing::info!("shutdown complete");
@@ -60,15 +62,4 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("shutdown timeout reached with requests still in flight");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -24,6 +24,7 @@ use mcp_tunnel_control::client::{ApiClient, Method};
 use mcp_tunnel_pki::crypto::Secret;
 use serde_json::{Value, json};
 
+use crate::signals::Signals;
 use procs::{Proc, command, run_to_end};
 
 #[derive(Debug, clap::Args)]
@@ -112,11 +113,22 @@ struct Running {
 }
 
 pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = Signals::install()?;
     let mut procs = Vec::new();
-    let result = start(&args, &mut procs).await;
+    let result = tokio::select! {
+        r = start(&args, &mut procs) => Some(r),
+        _ = signals.recv() => None,
+    };
     let running = match result {
-        Ok(r) => r,
-        Err(StageError { stage, error }) => {
+        Some(Ok(r)) => r,
+        None => {
+            for p in procs.iter_mut().rev() {
+                p.stop().await;
+            }
+            eprintln!("quickstart interrupted; stopped what had started");
+            return Ok(ExitCode::from(130));
+        }
+        Some(Err(StageError { stage, error })) => {
             for p in procs.iter_mut().rev() {
                 p.stop().await;
             }
@@ -129,7 +141,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         println!("\nquickstart --check: the tool call went through; stopping.");
     } else {
         println!("\nRunning. Press Ctrl-C to stop.");
-        wait_until_stopped(&mut running.procs).await;
+        wait_until_stopped(&mut signals, &mut running.procs).await;
     }
     for p in running.procs.iter_mut().rev() {
         p.stop().await;
@@ -138,12 +150,10 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Ctrl-C (or SIGTERM), or a child dying, whichever first.
-async fn wait_until_stopped(procs: &mut [Proc]) {
-    let signal = super::proxy::wait_for_signal();
-    tokio::pin!(signal);
+async fn wait_until_stopped(signals: &mut Signals, procs: &mut [Proc]) {
     loop {
         tokio::select! {
-            _ = &mut signal => return,
+            _ = signals.recv() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 if let Some(p) = procs.iter_mut().find_map(|p| (!p.running()).then_some(p)) {
                     eprintln!("the {} stopped; see {} — shutting down", p.name, p.log.display());

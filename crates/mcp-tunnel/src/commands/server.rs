@@ -136,6 +136,7 @@ fn write_secret(path: &std::path::Path, value: &str) -> anyhow::Result<()> {
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = crate::signals::Signals::install()?;
     logging::init(&args.control.loglevel, logging::Format::Json);
     let stop = CancellationToken::new();
     let store = super::api::start(&args.control, &stop).await?;
@@ -237,7 +238,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         advertised,
         stop.clone(),
     ));
-    super::proxy::wait_for_signal().await;
+    signals.recv().await;
     tracing::info!("shutting down");
     edge.shutdown().await;
     stop.cancel();
