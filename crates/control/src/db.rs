@@ -117,16 +117,24 @@ impl Db {
     }
 
     async fn migrate(&self) -> Result<(), DbError> {
-        let files: [(&str, &'static str); 2] = match self.dialect {
+        let files: [(&str, &'static str); 3] = match self.dialect {
             Dialect::Sqlite => [
                 ("init", include_str!("../migrations/sqlite/0001_init.sql")),
                 ("edges", include_str!("../migrations/sqlite/0002_edges.sql")),
+                (
+                    "console",
+                    include_str!("../migrations/sqlite/0003_console.sql"),
+                ),
             ],
             Dialect::Postgres => [
                 ("init", include_str!("../migrations/postgres/0001_init.sql")),
                 (
                     "edges",
                     include_str!("../migrations/postgres/0002_edges.sql"),
+                ),
+                (
+                    "console",
+                    include_str!("../migrations/postgres/0003_console.sql"),
                 ),
             ],
         };

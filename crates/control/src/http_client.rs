@@ -132,7 +132,8 @@ impl HttpClient {
         self
     }
 
-    /// Sends one request to `url` (path and query included).
+    /// Sends one request to `url` (path and query included). A body is sent as JSON
+    /// unless `headers` give another content type.
     pub async fn send(
         &self,
         method: Method,
@@ -173,7 +174,10 @@ impl HttpClient {
             req = req.header(*k, v);
         }
         let has_body = body.is_some();
-        if has_body {
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if has_body && !typed {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
         let req = req

@@ -97,14 +97,20 @@ pub struct InitOptions {
     pub max_tunnels_per_org: u32,
 }
 
-/// What `init` created; the admin key is in no file.
+/// What `init` created; the admin key and password are in no file.
 #[derive(Debug)]
 pub struct InitReport {
     pub config: DataConfig,
     pub admin_key_id: String,
     pub admin_key: Secret,
+    /// The console's bootstrap owner (`admin`) and its password, shown once.
+    pub admin_login: String,
+    pub admin_password: Secret,
     pub files: Vec<PathBuf>,
 }
+
+/// Login of the console's bootstrap owner.
+pub const BOOTSTRAP_ADMIN_LOGIN: &str = "admin";
 
 fn write(path: &Path, contents: &str, secret: bool) -> Result<(), LaunchError> {
     use std::io::Write as _;
@@ -199,6 +205,9 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
     let db = open_db(&o.data_dir, o.database_url.as_deref()).await?;
     let store = ControlStore::new(db, master, settings);
     let boot = store.bootstrap(&o.org_name).await?;
+    let (admin, admin_password) = store
+        .create_bootstrap_admin(&boot.organization_id, BOOTSTRAP_ADMIN_LOGIN)
+        .await?;
     store.db().close().await;
     let config = DataConfig {
         organization_id: boot.organization_id,
@@ -227,6 +236,8 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
         config,
         admin_key_id: boot.admin_key_id,
         admin_key: boot.admin_key,
+        admin_login: admin.login,
+        admin_password,
         files,
     })
 }

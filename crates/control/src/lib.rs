@@ -9,6 +9,7 @@ pub mod http_client;
 pub mod ids;
 pub mod jwt;
 pub mod launch;
+pub mod password;
 pub mod replicas;
 pub mod scopes;
 pub mod seal;

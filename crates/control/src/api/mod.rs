@@ -4,9 +4,11 @@
 
 mod admin;
 pub mod auth;
+pub mod console;
 mod error;
 mod extract;
 mod oauth;
+mod org;
 mod tunnels;
 
 use std::collections::HashMap;
@@ -56,8 +58,18 @@ impl ApiState {
     }
 }
 
-/// Every route.
+/// Every API route, without the console.
 pub fn router(state: Arc<ApiState>) -> Router {
+    finish(api_routes().with_state(state))
+}
+
+/// Every API route and the console at `/console`.
+pub fn router_with_console(state: Arc<ApiState>, console: console::ConsoleConfig) -> Router {
+    let console = console::routes(state.clone(), console);
+    finish(api_routes().with_state(state).merge(console))
+}
+
+fn api_routes() -> Router<Arc<ApiState>> {
     use admin as a;
     use tunnels as t;
     Router::new()
@@ -120,10 +132,25 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/admin/client_keys/{id}/revoke",
             post(a::revoke_client_key),
         )
+        .route(
+            "/v1/admin/organization",
+            get(org::get_organization).post(org::update_organization),
+        )
+        .route("/v1/admin/organization/sso", post(org::set_sso))
+        .route(
+            "/v1/admin/users",
+            get(org::list_users).post(org::create_user),
+        )
+        .route("/v1/admin/users/{id}", post(org::update_user))
         .route("/v1/audit_events", get(a::list_audit))
         .route("/v1/audit_events/export", get(a::export_audit))
         .route("/v1/audit_events/verify", get(a::verify_audit))
         .route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// The fallbacks and layers every router gets.
+fn finish(router: Router) -> Router {
+    router
         .fallback(|req: axum::extract::Request| async move {
             ApiError::NotFound(format!("no endpoint {} {}", req.method(), req.uri().path()))
         })
@@ -136,7 +163,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         })
         .layer(axum::middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }
 
 /// Every response carries a `request-id`, which the SDKs attach to their errors.

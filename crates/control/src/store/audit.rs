@@ -251,7 +251,66 @@ pub fn verify_jsonl(text: &str) -> AuditVerification {
     verify_events(&events, None)
 }
 
+/// Narrows an audit listing: each present field must match.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// `tunnel.` matches every tunnel action; `tunnel.create` only that one.
+    pub action_prefix: Option<String>,
+    /// Substring of the actor, e.g. `alice@` or `api_key:`.
+    pub actor: Option<String>,
+    /// Exact target id.
+    pub target: Option<String>,
+}
+
+/// `s` as a LIKE pattern matching itself literally (escape character `\`).
+fn like_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl ControlStore {
+    /// Events matching `filter`, newest first.
+    pub async fn search_audit_events(
+        &self,
+        org_id: &str,
+        filter: &AuditFilter,
+        params: &ListParams,
+    ) -> Result<Page<AuditEvent>> {
+        let (limit, before) = params.bounds()?;
+        let some = |o: &Option<String>| o.as_deref().filter(|s| !s.is_empty()).map(like_literal);
+        let action = some(&filter.action_prefix).map(|a| format!("{a}%"));
+        let actor = some(&filter.actor).map(|a| format!("%{a}%"));
+        let target = filter.target.clone().filter(|t| !t.is_empty());
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events WHERE org_id = $1 AND seq < $2 \
+             AND ($3 = 0 OR action LIKE $4 ESCAPE '\\') \
+             AND ($5 = 0 OR actor LIKE $6 ESCAPE '\\') \
+             AND ($7 = 0 OR target = $8) ORDER BY seq DESC LIMIT $9",
+        )
+        .bind(org_id)
+        .bind(before)
+        .bind(i64::from(action.is_some()))
+        .bind(action.unwrap_or_default())
+        .bind(i64::from(actor.is_some()))
+        .bind(actor.unwrap_or_default())
+        .bind(i64::from(target.is_some()))
+        .bind(target.unwrap_or_default())
+        .bind(limit + 1)
+        .fetch_all(&self.db().pool)
+        .await?;
+        let rows = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>("seq")?, event_from_row(r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_of(rows, limit))
+    }
+
     /// Events of the organization, newest first.
     pub async fn list_audit_events(
         &self,

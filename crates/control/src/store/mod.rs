@@ -10,7 +10,9 @@ mod credentials;
 mod edge;
 mod identity;
 mod org;
+mod sessions;
 mod tunnels;
+mod users;
 
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ use tokio::sync::broadcast;
 use crate::db::{Db, Dialect};
 use crate::seal::{MasterKey, SealError};
 
-pub use audit::{AuditEvent, AuditVerification, verify_jsonl};
+pub use audit::{AuditEvent, AuditFilter, AuditVerification, verify_jsonl};
 pub use certs::Certificate;
 pub use credentials::{Credential, NewCredential};
 pub use identity::{
@@ -32,7 +34,11 @@ pub use identity::{
     check_jwks_url,
 };
 pub use org::Bootstrap;
+pub use sessions::{LoginMethod, PendingLogin, Session, SessionLimits, random_token};
 pub use tunnels::{RevealedToken, Tunnel};
+pub use users::{
+    NewSsoConfig, Organization, Role, SsoConfig, User, normalize_login, parse_domains,
+};
 
 /// SPEC §7.1: non-archived tunnels per organization unless configured otherwise.
 pub const DEFAULT_MAX_TUNNELS: u32 = 10;

@@ -1,14 +1,18 @@
-//! `mcp-tunnel api` (SPEC §7): the Tunnels API, the token exchange and the admin and
-//! audit endpoints, over HTTPS by default (the official SDKs require https).
+//! `mcp-tunnel api` (SPEC §7): the Tunnels API, the token exchange, the admin and
+//! audit endpoints and the web console (`/console`), over HTTPS by default (the official
+//! SDKs require https).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use mcp_tunnel_control::ControlStore;
+use mcp_tunnel_control::api::console::ConsoleConfig;
 use mcp_tunnel_control::api::{self, ApiState};
 use mcp_tunnel_control::http_client::HttpClient;
 use mcp_tunnel_control::launch::{self, API_CERT, API_KEY};
+use mcp_tunnel_control::store::SessionLimits;
 use mcp_tunnel_net::listen::parse_listen_addr;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +51,29 @@ pub struct ControlArgs {
     /// Log level (error, warn, info, debug).
     #[arg(long, default_value = "info")]
     pub loglevel: String,
+    /// The console's external URL (e.g. https://console.example.com) when it is reached
+    /// through a proxy: used for the OIDC redirect URI and the same-origin check.
+    /// Defaults to the request's Host with the scheme the API is served with.
+    #[arg(long, env = "MCP_TUNNEL_CONSOLE_URL")]
+    pub console_url: Option<String>,
+    /// A console session ends after this long without a request (Go duration).
+    #[arg(long, default_value = "30m", value_parser = duration)]
+    pub console_idle_timeout: Duration,
+    /// A console session ends this long after sign-in, active or not (Go duration).
+    #[arg(long, default_value = "12h", value_parser = duration)]
+    pub console_session_lifetime: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    mcp_tunnel_net::duration::parse_duration(s)
+        .map_err(|e| e.to_string())
+        .and_then(|d| {
+            if d.is_zero() {
+                Err("must be positive".into())
+            } else {
+                Ok(d)
+            }
+        })
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,9 +119,42 @@ pub async fn start(args: &ControlArgs, stop: &CancellationToken) -> anyhow::Resu
         organization_id = %config.organization_id,
         "api listening"
     );
-    tokio::spawn(api::serve(listener, tls, api::router(state), stop.clone()));
+    if let Some(u) = &args.console_url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        anyhow::bail!("--console-url {u:?}: must be an http(s) URL");
+    }
+    let limits = SessionLimits {
+        idle: args.console_idle_timeout,
+        absolute: args.console_session_lifetime,
+    };
+    let console = ConsoleConfig {
+        org_id: config.organization_id.clone(),
+        https: match &args.console_url {
+            Some(u) => u.starts_with("https://"),
+            None => tls.is_some(),
+        },
+        public_url: args.console_url.clone(),
+        limits,
+    };
+    let router = api::router_with_console(state, console);
+    tokio::spawn(api::serve(listener, tls, router, stop.clone()));
     tokio::spawn(purge_access_tokens(store.clone(), stop.clone()));
+    tokio::spawn(purge_sessions(store.clone(), limits, stop.clone()));
     Ok(store)
+}
+
+/// Every few minutes: forget console sessions past their timeouts.
+async fn purge_sessions(store: ControlStore, limits: SessionLimits, stop: CancellationToken) {
+    loop {
+        if let Err(e) = store.purge_sessions(limits).await {
+            tracing::warn!(error = %e, "purging console sessions failed");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(api::console::PURGE_EVERY) => {}
+        }
+    }
 }
 
 /// Hourly: forget access tokens expired for a day.

@@ -79,6 +79,9 @@ struct InitArgs {
     /// Also write the admin API key to this file (mode 0600), for automation.
     #[arg(long)]
     admin_key_file: Option<PathBuf>,
+    /// Also write the console's bootstrap admin password to this file (mode 0600).
+    #[arg(long)]
+    admin_password_file: Option<PathBuf>,
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -100,7 +103,14 @@ async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     if let Some(path) = &a.admin_key_file {
-        write_secret(path, report.admin_key.expose())?;
+        write_secret("--admin-key-file", path, report.admin_key.expose())?;
+    }
+    if let Some(path) = &a.admin_password_file {
+        write_secret(
+            "--admin-password-file",
+            path,
+            report.admin_password.expose(),
+        )?;
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "Initialised {}", a.data_dir.display())?;
@@ -114,13 +124,19 @@ async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
         report.admin_key_id
     )?;
     writeln!(out, "{}", report.admin_key.expose())?;
+    writeln!(
+        out,
+        "console sign-in (/console): login {:?}, password shown once, store it now:",
+        report.admin_login
+    )?;
+    writeln!(out, "{}", report.admin_password.expose())?;
     for f in &report.files {
         writeln!(out, "wrote {}", f.display())?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_secret(path: &std::path::Path, value: &str) -> anyhow::Result<()> {
+fn write_secret(flag: &str, path: &std::path::Path, value: &str) -> anyhow::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -130,7 +146,7 @@ fn write_secret(path: &std::path::Path, value: &str) -> anyhow::Result<()> {
     }
     let mut f = opts
         .open(path)
-        .with_context(|| format!("--admin-key-file {}", path.display()))?;
+        .with_context(|| format!("{flag} {}", path.display()))?;
     f.write_all(format!("{value}\n").as_bytes())?;
     Ok(())
 }
