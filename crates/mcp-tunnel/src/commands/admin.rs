@@ -1,6 +1,6 @@
-//! `mcp-tunnel admin …`: the organization's identities, keys and audit log, through the
-//! admin endpoints (an `org:admin` key is needed), plus offline checking of an audit
-//! export.
+//! `mcp-tunnel admin …`: the organization's identities, keys, sign-in settings, console
+//! users and audit log, through the admin endpoints (an `org:admin` key is needed), plus
+//! offline checking of an audit export.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -44,6 +44,64 @@ enum AdminCommand {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(Audit),
+    /// The organization's sign-in settings: SSO provider and `sso_required`.
+    #[command(subcommand)]
+    Organization(Organization),
+    /// People who sign in to the console, and their roles.
+    #[command(subcommand)]
+    Users(Users),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Organization {
+    /// Id, name, whether SSO is configured and whether it is required.
+    Show,
+    /// Make SSO mandatory (password sign-in off) or optional.
+    Set {
+        #[arg(long, action = clap::ArgAction::Set)]
+        sso_required: bool,
+    },
+    /// Configure the OIDC provider the console signs people in with.
+    Sso {
+        /// Issuer URL, exactly as the ID tokens' `iss`.
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        client_id: String,
+        /// File holding the client secret (required the first time; kept otherwise).
+        #[arg(long)]
+        client_secret_file: Option<PathBuf>,
+        /// E-mail domain allowed to sign in (repeatable; none: any domain).
+        #[arg(long = "allowed-domain")]
+        allowed_domains: Vec<String>,
+        /// Role of an unknown user of an allowed domain on first sign-in (owner, admin,
+        /// developer or none).
+        #[arg(long, default_value = "none")]
+        auto_provision_role: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Users {
+    List,
+    /// Add a user who signs in through SSO (matched by verified e-mail).
+    Create {
+        #[arg(long)]
+        login: String,
+        /// owner, admin or developer.
+        #[arg(long, default_value = "developer")]
+        role: String,
+    },
+    /// Change a user's role, or disable/enable it.
+    Update {
+        id: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        #[arg(long)]
+        enable: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -183,6 +241,109 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::ApiKeys(cmd) => keys(&c, "/v1/admin/api_keys", cmd, j).await,
         AdminCommand::ClientKeys(cmd) => keys(&c, "/v1/admin/client_keys", cmd, j).await,
         AdminCommand::Audit(cmd) => audit(&c, cmd, j).await,
+        AdminCommand::Organization(cmd) => organization(&c, cmd, j).await,
+        AdminCommand::Users(cmd) => users(&c, cmd, j).await,
+    }
+}
+
+async fn organization(c: &ApiClient, cmd: Organization, j: bool) -> anyhow::Result<ExitCode> {
+    let path = "/v1/admin/organization";
+    let org = match cmd {
+        Organization::Show => c.call(Method::GET, path, None).await?,
+        Organization::Set { sso_required } => {
+            c.call(
+                Method::POST,
+                path,
+                Some(json!({"sso_required": sso_required})),
+            )
+            .await?
+        }
+        Organization::Sso {
+            issuer,
+            client_id,
+            client_secret_file,
+            allowed_domains,
+            auto_provision_role,
+        } => {
+            let secret = match client_secret_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("--client-secret-file {}", f.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let body = json!({"issuer": issuer, "client_id": client_id, "client_secret": secret,
+                "allowed_domains": allowed_domains, "auto_provision_role": auto_provision_role});
+            c.call(Method::POST, &format!("{path}/sso"), Some(body))
+                .await?
+        }
+    };
+    if j {
+        return print_json(&org);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "organization:  {} ({})",
+        org["id"].as_str().unwrap_or(""),
+        org["name"].as_str().unwrap_or("")
+    )?;
+    writeln!(out, "sso_configured: {}", org["sso_configured"])?;
+    writeln!(out, "sso_required:   {}", org["sso_required"])?;
+    if let Some(sso) = org["sso"].as_object() {
+        for k in [
+            "issuer",
+            "client_id",
+            "allowed_domains",
+            "auto_provision_role",
+        ] {
+            writeln!(out, "  {k}: {}", sso.get(k).cloned().unwrap_or(Value::Null))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn users(c: &ApiClient, cmd: Users, j: bool) -> anyhow::Result<ExitCode> {
+    let path = "/v1/admin/users";
+    let fields = [
+        "id",
+        "login",
+        "role",
+        "password_login",
+        "disabled_at",
+        "last_login_at",
+    ];
+    match cmd {
+        Users::List => show(&list(c, path).await?, &fields, j),
+        Users::Create { login, role } => show(
+            &[c.call(
+                Method::POST,
+                path,
+                Some(json!({"login": login, "role": role})),
+            )
+            .await?],
+            &fields,
+            j,
+        ),
+        Users::Update {
+            id,
+            role,
+            disable,
+            enable,
+        } => {
+            let disabled = (disable || enable).then_some(disable);
+            let body = json!({"role": role, "disabled": disabled});
+            show(
+                &[
+                    c.call(Method::POST, &format!("{path}/{}", seg(&id)), Some(body))
+                        .await?,
+                ],
+                &fields,
+                j,
+            )
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Security model, in the order a request meets it:
 //! - every response: a strict Content-Security-Policy (scripts and styles from
-//!   `/console/static` only), no framing, no caching, no referrer;
+//!   `/console/static` only), no framing, no caching, no cross-origin referrer (not
+//!   `no-referrer`: Chromium then sends `Origin: null` on form posts);
 //! - sign-in by OIDC SSO (authorization code + PKCE S256, state bound to the browser by a
 //!   cookie, nonce checked in the ID token) or by password, unless the organization
 //!   requires SSO;
@@ -173,7 +174,7 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
         (
             header::HeaderName::from_static("cross-origin-opener-policy"),
