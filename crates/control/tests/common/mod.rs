@@ -49,6 +49,8 @@ impl Drop for Harness {
 pub struct Options {
     pub max_tunnels: u32,
     pub failed_auth_per_minute: u32,
+    /// Serve the console too, with these session limits.
+    pub console: Option<mcp_tunnel_control::store::SessionLimits>,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
         Self {
             max_tunnels: 10,
             failed_auth_per_minute: 10_000,
+            console: None,
         }
     }
 }
@@ -91,7 +94,19 @@ impl Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        tokio::spawn(api::serve(listener, None, api::router(state), stop.clone()));
+        let router = match o.console {
+            None => api::router(state),
+            Some(limits) => api::router_with_console(
+                state,
+                api::console::ConsoleConfig {
+                    org_id: boot.organization_id.clone(),
+                    public_url: None,
+                    https: false,
+                    limits,
+                },
+            ),
+        };
+        tokio::spawn(api::serve(listener, None, router, stop.clone()));
         let admin = boot.admin_key.expose().to_owned();
         Self {
             store,

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod certs;
+pub mod console;
 pub mod edge;
 pub mod federation;
 pub mod tunnels;
@@ -19,6 +20,8 @@ macro_rules! suite_tests {
             audit::audit_chain_detects_tampering,
             federation::federation_exchange, federation::federation_refusals,
             federation::federation_jwks_url,
+            console::organization_sso_settings, console::users_roles_and_sessions,
+            console::console_forms_over_http,
             edge::edge_view, edge::replicas_see_revocations, edge::replica_directory);
     };
     (@each $backend:expr, $skip:expr; $($m:ident :: $f:ident),* $(,)?) => {

@@ -289,6 +289,86 @@ pub fn authorize_url(
 mod tests {
     use super::*;
 
+    struct Key {
+        pkcs8: Vec<u8>,
+        jwks: JwkSet,
+    }
+
+    fn key() -> Key {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
+        let p = pair.public_key().as_ref().to_vec();
+        let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+            "x": URL_SAFE_NO_PAD.encode(&p[1..33]), "y": URL_SAFE_NO_PAD.encode(&p[33..65])}]});
+        Key {
+            pkcs8: doc.as_ref().to_vec(),
+            jwks: parse_jwks(&jwks).unwrap(),
+        }
+    }
+
+    fn sign(k: &Key, claims: Value) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(
+            &h,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(&k.pkcs8),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn id_token_checks() {
+        let k = key();
+        let now = crate::time::now_ms() / 1000;
+        let base = serde_json::json!({"iss": "https://idp", "aud": "console", "sub": "u1",
+            "exp": now + 300, "iat": now, "nonce": "n-1", "email": "a@example.com",
+            "email_verified": true});
+        let ok = verify_id_token(
+            &sign(&k, base.clone()),
+            &k.jwks,
+            "https://idp",
+            "console",
+            "n-1",
+        )
+        .unwrap();
+        assert_eq!(ok.email.as_deref(), Some("a@example.com"));
+        let refused = |claims: Value, nonce: &str| {
+            verify_id_token(&sign(&k, claims), &k.jwks, "https://idp", "console", nonce)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(base.clone(), "n-2").contains("nonce"));
+        let with = |f: &str, v: Value| {
+            let mut c = base.clone();
+            c[f] = v;
+            c
+        };
+        assert!(refused(with("aud", "other".into()), "n-1").contains("audience"));
+        assert!(refused(with("iss", "https://evil".into()), "n-1").contains("issuer"));
+        assert!(refused(with("exp", (now - 3600).into()), "n-1").contains("expired"));
+        let several = with("aud", serde_json::json!(["console", "other"]));
+        assert!(refused(several.clone(), "n-1").contains("azp"));
+        let mut good = several;
+        good["azp"] = "console".into();
+        assert!(verify_id_token(&sign(&k, good), &k.jwks, "https://idp", "console", "n-1").is_ok());
+        // Another key's signature, and a symmetric algorithm, are refused.
+        let other = key();
+        let forged = sign(&other, base.clone());
+        assert!(verify_id_token(&forged, &k.jwks, "https://idp", "console", "n-1").is_err());
+        let hs = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &base,
+            &jsonwebtoken::EncodingKey::from_secret(b"k"),
+        )
+        .unwrap();
+        let e = verify_id_token(&hs, &k.jwks, "https://idp", "console", "n-1").unwrap_err();
+        assert!(e.to_string().contains("not allowed"), "{e}");
+    }
+
     #[test]
     fn pkce_known_answer() {
         // RFC 7636 appendix B.
