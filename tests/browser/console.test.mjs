@@ -196,6 +196,51 @@ test("every action is in the audit log, with the console user as actor", async (
   assert.ok(rows.every((r) => r.includes("certificate.")));
 });
 
+test("identities: service account, federation issuer and rule, API and client keys", async () => {
+  await adminPage.goto(`${api.url}/console/service-accounts`);
+  await adminPage.getByLabel("New service account").fill("ci-deployer");
+  await adminPage.getByRole("button", { name: "Create" }).click();
+  await assert.doesNotReject(adminPage.getByRole("cell", { name: "ci-deployer", exact: true }).waitFor());
+
+  await adminPage.getByRole("link", { name: "Federation" }).click();
+  await adminPage.getByLabel("Name", { exact: true }).fill("GitHub Actions");
+  await adminPage.getByLabel(/^Issuer URL/).fill("https://token.actions.githubusercontent.com");
+  await adminPage.getByLabel("JWKS URL").fill("https://token.actions.githubusercontent.com/.well-known/jwks");
+  await adminPage.getByRole("button", { name: "Add issuer" }).click();
+  await assert.doesNotReject(adminPage.getByRole("cell", { name: "GitHub Actions" }).waitFor());
+  await adminPage.getByLabel(/^Subject/).fill("repo:acme/payments:ref:refs/heads/main");
+  await adminPage.getByLabel(/^Audience/).fill("https://api.tunnels.test");
+  await adminPage.getByRole("button", { name: "Add rule" }).click();
+  const rule = adminPage.getByRole("row").filter({ hasText: "repo:acme/payments" });
+  assert.match(await rule.innerText(), /workspace:manage_tunnels[\s\S]*3600s[\s\S]*Active/);
+  await rule.getByRole("button", { name: "Archive" }).click();
+  assert.match(await adminPage.getByRole("row").filter({ hasText: "repo:acme/payments" }).innerText(), /Archived/);
+  await screenshot(adminPage, "console-federation");
+
+  await adminPage.getByRole("link", { name: "API & client keys" }).click();
+  await adminPage.getByLabel("Name").first().fill("terraform");
+  await adminPage.getByLabel("Role").selectOption("tunnels");
+  await adminPage.getByRole("button", { name: "Create API key" }).click();
+  const apiKey = await adminPage.locator("#newkey").inputValue();
+  assert.match(apiKey, /^mtk_/);
+  await adminPage.getByLabel("Name").nth(1).fill("agent-runtime");
+  await adminPage.getByRole("button", { name: "Create client key" }).click();
+  const clientKey = await adminPage.locator("#newkey").inputValue();
+  assert.match(clientKey, /^mtck_/);
+  assert.ok(!(await adminPage.content()).includes(apiKey), "a key is shown only once");
+  const row = adminPage.getByRole("row").filter({ hasText: "agent-runtime" });
+  assert.match(await row.innerText(), /workspace:use_tunnels/);
+  await row.getByRole("button", { name: "Revoke" }).click();
+  assert.match(await adminPage.getByRole("row").filter({ hasText: "agent-runtime" }).innerText(), /Revoked/);
+  assert.ok(!api.log().includes(apiKey) && !api.log().includes(clientKey), "no key in the log");
+  await adminPage.goto(`${api.url}/console/audit?actor=${encodeURIComponent(ADMIN)}`);
+  const text = await adminPage.getByRole("table").innerText();
+  for (const action of ["service_account.create", "federation_issuer.create", "federation_rule.create",
+    "federation_rule.archive", "api_key.create", "client_key.create", "client_key.revoke"]) {
+    assert.ok(text.includes(action), `audit log lacks ${action}`);
+  }
+});
+
 test("a developer sees everything read-only and every change is refused", async () => {
   const ctx = await chrome.newContext();
   const page = await ctx.newPage();
