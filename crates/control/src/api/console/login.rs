@@ -148,8 +148,7 @@ pub async fn password(State(c): C, req: Request) -> Page {
         .get::<crate::api::SourceAddr>()
         .map(|s| s.0.ip())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    if let Err(e) = c.api.limiter.check(ip) {
-        drop(e);
+    if c.api.limiter.check(ip).is_err() {
         return render(
             &c,
             &parts,

@@ -162,14 +162,6 @@ pub fn csrf_token(session_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(hmac::sign(&key, b"mcp-tunnel console csrf v1").as_ref())
 }
 
-fn source_of(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<SourceAddr>()
-        .map(|s| s.0.to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// The signed-in user of a request.
 #[derive(Debug, Clone)]
 pub struct Me {
@@ -240,7 +232,7 @@ impl FromRequestParts<Arc<Console>> for Me {
             user: session.user,
             method: session.method,
             session_id: Secret::new(id),
-            source: source_of(parts),
+            source: source(&parts.extensions),
         })
     }
 }
@@ -287,9 +279,9 @@ impl CsrfForm for CsrfOnly {
     }
 }
 
-/// The source address of a request, for audit events of sign-in.
-pub fn source(parts_ext: &http::Extensions) -> String {
-    parts_ext
+/// The peer address of a request, for audit events.
+pub fn source(extensions: &http::Extensions) -> String {
+    extensions
         .get::<SourceAddr>()
         .map(|s| s.0.to_string())
         .unwrap_or_else(|| "unknown".into())
