@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use mcp_tunnel_control::store::{Actor, LoginMethod, NewSsoConfig, Role, SessionLimits};
+use mcp_tunnel_control::store::{
+    Actor, AuditFilter, ListParams, LoginMethod, NewSsoConfig, Role, SessionLimits,
+};
 use mcp_tunnel_pki::crypto::Secret;
 use serde_json::json;
 use sqlx::Row as _;
@@ -495,4 +497,66 @@ pub async fn console_forms_over_http(b: Backend) {
         .await;
     assert_eq!(st, 403);
     assert!(body.contains("can view but not change anything"));
+}
+
+pub async fn audit_filters(b: Backend) {
+    let h = Harness::start(b).await;
+    let org = h.boot.organization_id.clone();
+    let t = h.create_tunnel("filtered").await;
+    let tid = t["id"].as_str().unwrap();
+    h.admin("POST", &format!("/v1/tunnels/{tid}/reveal_token"), None)
+        .await;
+    let by = Actor {
+        name: "user:a_b%c@example.com".into(),
+        ..actor(&h)
+    };
+    h.store.create_service_account(&by, "sa").await.unwrap();
+    let params = ListParams {
+        include_archived: true,
+        limit: 100,
+        page: None,
+    };
+    let search = |f: AuditFilter| {
+        let store = h.store.clone();
+        let org = org.clone();
+        let params = params.clone();
+        async move {
+            store
+                .search_audit_events(&org, &f, &params)
+                .await
+                .unwrap()
+                .data
+                .into_iter()
+                .map(|e| e.action)
+                .collect::<Vec<_>>()
+        }
+    };
+    let tunnel = search(AuditFilter {
+        action_prefix: Some("tunnel.".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(tunnel, ["tunnel.reveal_token", "tunnel.create"]);
+    let on_target = search(AuditFilter {
+        target: Some(tid.into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(on_target, tunnel);
+    // LIKE wildcards in a filter match only themselves.
+    let literal = search(AuditFilter {
+        actor: Some("a_b%c@".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(literal, ["service_account.create"]);
+    let wildcard = search(AuditFilter {
+        actor: Some("%".into()),
+        action_prefix: Some("tunnel".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert!(wildcard.is_empty(), "{wildcard:?}");
+    let all = search(AuditFilter::default()).await;
+    assert_eq!(all.len(), 4, "{all:?}");
 }

@@ -21,7 +21,7 @@ macro_rules! suite_tests {
             federation::federation_exchange, federation::federation_refusals,
             federation::federation_jwks_url,
             console::organization_sso_settings, console::users_roles_and_sessions,
-            console::console_forms_over_http,
+            console::console_forms_over_http, console::audit_filters,
             edge::edge_view, edge::replicas_see_revocations, edge::replica_directory);
     };
     (@each $backend:expr, $skip:expr; $($m:ident :: $f:ident),* $(,)?) => {
