@@ -159,3 +159,101 @@ async fn recorded_token_guessing_at_the_edge_is_replayed_into_an_alert() {
         String::from_utf8_lossy(&r.stdout)
     );
 }
+
+/// `monitor --metrics` alone (no logs): a scrape target that is down, a connector whose
+/// token the edge rejects (no live link, and the rejections counted), a proxy whose
+/// certificate expires within the warning window, and an SSRF attempt seen through the
+/// proxy's IP-validation counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scraped_metrics_raise_state_and_counter_alerts() {
+    let cp = ControlPlane::start(true).await;
+    let out = cp.dir.path().join("setup");
+    let t = cp.provision(&out).await;
+    let id = t["id"].as_str().unwrap();
+    cp.client()
+        .call(
+            Method::POST,
+            &format!("/v1/tunnels/{id}/rotate_token"),
+            None,
+        )
+        .await
+        .unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let connector_metrics = free();
+    let mut cmd = bin();
+    cmd.args([
+        "connector",
+        "run",
+        "--url",
+        "http://127.0.0.1:9",
+        "--ha-connections",
+        "2",
+        "--metrics",
+        &connector_metrics.to_string(),
+        "--token-file",
+    ])
+    .arg(out.join("tunnel-token"));
+    let _connector = LoggedChild::spawn(cmd);
+
+    // The harness's server certificate is valid for 7 days.
+    let h =
+        ProxyHarness::start_at_level("routes:\n  meta: http://169.254.169.254:80\n", "info").await;
+    let gone = free();
+    let mut cmd = bin();
+    cmd.args(["monitor", "--duration", "60s", "--scrape-interval", "300ms"])
+        .args(["--cert-expiry-warning", "240h", "--metrics"])
+        .arg(format!("proxy=http://{}/metrics", h.admin))
+        .arg("--metrics")
+        .arg(format!("connector=http://{connector_metrics}/metrics"))
+        .arg("--metrics")
+        .arg(format!("gone=http://{gone}/metrics"));
+    let monitor = LoggedChild::spawn(cmd);
+    let down = monitor
+        .wait_for(Duration::from_secs(20), |l| {
+            l.contains("metrics.target_down")
+        })
+        .await;
+    assert!(down.contains("\"source\":\"gone\""), "{down}");
+    let expiring = monitor
+        .wait_for(Duration::from_secs(20), |l| l.contains("cert.expiring"))
+        .await;
+    assert!(expiring.contains("\"source\":\"proxy\""), "{expiring}");
+    let dead = monitor
+        .wait_for(Duration::from_secs(20), |l| {
+            l.contains("availability.connector_disconnected")
+        })
+        .await;
+    assert!(dead.contains("\"severity\":\"critical\""), "{dead}");
+
+    // After the first scrape: an SSRF attempt shows up as a counter increase.
+    let mut s = h.session("meta").await;
+    let (status, _, _) = get(&mut s, "/latest/meta-data/").await;
+    assert_eq!(status, 502);
+    let ssrf = monitor
+        .wait_for(Duration::from_secs(20), |l| {
+            l.contains("burst.ip_validation_failed")
+        })
+        .await;
+    assert!(ssrf.contains("from metrics"), "{ssrf}");
+    // The connector keeps retrying with backoff; each rejection is counted.
+    monitor
+        .wait_for(Duration::from_secs(40), |l| {
+            l.contains("burst.token_rejected")
+        })
+        .await;
+    // Each state alert once, not once per scrape.
+    let lines = monitor.lines();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("metrics.target_down"))
+            .count(),
+        1,
+        "{lines:#?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Reading log files for the monitor: a replay of whole files merged in time order, or
 //! following them as they grow (like `tail -F`: truncation and replacement restart from
-//! the top).
+//! the top); and scraping metrics endpoints at an interval while following.
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
@@ -92,10 +92,83 @@ impl Tail {
     }
 }
 
-/// Follows the files, calling `sink` for each alert, until `stop` resolves.
+/// A metrics endpoint to scrape, `NAME=URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSource {
+    pub name: String,
+    pub url: String,
+}
+
+/// `name=http(s)://host:port/path`. Credentials in the URL are refused: they would sit
+/// in the process list and in every alert that names the target.
+pub fn parse_metrics_source(s: &str) -> Result<MetricsSource, String> {
+    let (name, url) = s.split_once('=').ok_or_else(|| {
+        format!("--metrics {s:?}: expected NAME=URL, e.g. proxy=http://127.0.0.1:9090/metrics")
+    })?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "--metrics {name:?}: NAME must be letters, digits, '-' or '_'"
+        ));
+    }
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("--metrics {name}: not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "--metrics {name}: the URL must start with http:// or https://"
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "--metrics {name}: credentials in the URL are not accepted (they would show in the process list)"
+        ));
+    }
+    Ok(MetricsSource {
+        name: name.to_owned(),
+        url: url.to_owned(),
+    })
+}
+
+/// Scrapes metrics endpoints every `every`.
+#[derive(Debug)]
+pub struct Scraper {
+    pub sources: Vec<MetricsSource>,
+    pub every: Duration,
+    pub client: mcp_tunnel_control::http_client::HttpClient,
+}
+
+impl Scraper {
+    async fn scrape(&self, m: &mut Monitor, sink: &mut (dyn FnMut(Alert) + Send)) {
+        for src in &self.sources {
+            let result = match self
+                .client
+                .send(http::Method::GET, &src.url, &[], None)
+                .await
+            {
+                Ok(r) if r.status.is_success() => Ok(String::from_utf8_lossy(&r.body).into_owned()),
+                Ok(r) => Err(format!("{} answered {}", src.url, r.status)),
+                Err(e) => Err(format!("{}: {e}", src.url)),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            for a in m.observe_metrics(&src.name, now, result.as_deref().map_err(Clone::clone)) {
+                sink(a);
+            }
+        }
+    }
+}
+
+/// Follows the files (and scrapes, if given), calling `sink` for each alert, until
+/// `stop` resolves.
 pub async fn follow(
     sources: &[LogSource],
     from_start: bool,
+    scraper: Option<&Scraper>,
     m: &mut Monitor,
     sink: &mut (dyn FnMut(Alert) + Send),
     stop: impl std::future::Future<Output = ()>,
@@ -118,7 +191,17 @@ pub async fn follow(
         })
         .collect();
     tokio::pin!(stop);
+    let mut next_scrape = tokio::time::Instant::now();
     loop {
+        if let Some(s) = scraper
+            && tokio::time::Instant::now() >= next_scrape
+        {
+            next_scrape += s.every;
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = s.scrape(m, sink) => {}
+            }
+        }
         for t in &mut tails {
             for line in t.poll() {
                 for a in m.feed(&t.name, &line) {

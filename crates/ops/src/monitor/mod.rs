@@ -8,6 +8,7 @@
 //! Helm chart (`metrics.prometheusRule`).
 
 pub mod follow;
+pub mod metrics;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -112,6 +113,8 @@ pub struct Monitor {
     /// Requests per bucket while learning, then an exponentially weighted average.
     baseline: Option<f64>,
     learn_buckets: Vec<u64>,
+    metrics_cfg: metrics::MetricsConfig,
+    targets: BTreeMap<String, metrics::Target>,
 }
 
 fn alert(t: i64, name: &str, severity: &'static str, source: &str, summary: String) -> Alert {
@@ -136,7 +139,15 @@ impl Monitor {
             bucket_count: 0,
             baseline: None,
             learn_buckets: Vec::new(),
+            metrics_cfg: metrics::MetricsConfig::default(),
+            targets: BTreeMap::new(),
         }
+    }
+
+    /// With thresholds for the alerts that come from scraped metrics.
+    pub fn with_metrics(mut self, cfg: metrics::MetricsConfig) -> Self {
+        self.metrics_cfg = cfg;
+        self
     }
 
     fn learning(&self, t: i64) -> bool {
