@@ -241,6 +241,24 @@ test("identities: service account, federation issuer and rule, API and client ke
   }
 });
 
+test("every page has landmarks, one h1, and a label for every control", async () => {
+  const pages = ["/console/tunnels", "/console/tunnels?filter=all", tunnelUrl.replace(api.url, ""),
+    "/console/federation", "/console/service-accounts", "/console/keys", "/console/users",
+    "/console/settings", "/console/audit"];
+  for (const path of pages) {
+    await adminPage.goto(`${api.url}${path}`);
+    assert.equal(await adminPage.getByRole("main").count(), 1, `${path}: one main`);
+    assert.equal(await adminPage.getByRole("navigation", { name: "Main" }).count(), 1, `${path}: nav`);
+    assert.equal(await adminPage.locator("h1").count(), 1, `${path}: one h1`);
+    const unlabelled = await adminPage.locator("input:not([type=hidden]), select, textarea").evaluateAll(
+      (els) => els.filter((e) => e.labels.length === 0 && !e.getAttribute("aria-label")).map((e) => e.outerHTML));
+    assert.deepEqual(unlabelled, [], `${path}: controls without a label`);
+    const namelessButtons = await adminPage.locator("button").evaluateAll(
+      (els) => els.filter((e) => !e.textContent.trim()).length);
+    assert.equal(namelessButtons, 0, `${path}: buttons without a name`);
+  }
+});
+
 test("a developer sees everything read-only and every change is refused", async () => {
   const ctx = await chrome.newContext();
   const page = await ctx.newPage();

@@ -112,10 +112,14 @@ test("logout ends the session on the server, not only in the browser", async () 
   await other.close();
 });
 
-test("a session ends after the idle timeout", async () => {
+test("activity keeps a session alive; it ends after the idle timeout", async () => {
   await passwordLogin(page, api.url, "admin", env.password);
-  await page.goto(`${api.url}/console/audit`);
-  assert.match(page.url(), /\/console\/audit$/);
+  // Requests every second for longer than the idle timeout: still signed in.
+  for (let i = 0; i < IDLE_SECONDS + 2; i++) {
+    await page.waitForTimeout(1000);
+    await page.goto(`${api.url}/console/audit`);
+    assert.match(page.url(), /\/console\/audit$/, `still signed in after ${i + 1}s of activity`);
+  }
   await page.waitForTimeout((IDLE_SECONDS + 1.5) * 1000);
   await page.goto(`${api.url}/console/audit`);
   assert.match(page.url(), /\/console\/login$/, "idle session expired");

@@ -171,8 +171,9 @@ impl ControlStore {
                 .await?;
             return Ok(None);
         }
-        // Touch at most every few seconds: a page load makes several requests.
-        if now - seen > 5_000 {
+        // Touch at most every few seconds (a page load makes several requests), and
+        // often enough that activity always keeps a short idle timeout from expiring.
+        if now - seen > (ms(limits.idle) / 4).min(5_000) {
             sqlx::query("UPDATE console_sessions SET last_seen_at = $1 WHERE id_hash = $2")
                 .bind(now)
                 .bind(hash)
