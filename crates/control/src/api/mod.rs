@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -152,17 +153,34 @@ fn api_routes() -> Router<Arc<ApiState>> {
 fn finish(router: Router) -> Router {
     router
         .fallback(|req: axum::extract::Request| async move {
-            ApiError::NotFound(format!("no endpoint {} {}", req.method(), req.uri().path()))
+            let msg = format!("no endpoint {} {}", req.method(), req.uri().path());
+            if is_console(&req) {
+                return console::ConsoleError::NotFound(msg).into_response();
+            }
+            ApiError::NotFound(msg).into_response()
         })
         .method_not_allowed_fallback(|req: axum::extract::Request| async move {
-            ApiError::MethodNotAllowed(format!(
+            let msg = format!(
                 "method {} is not allowed on {}",
                 req.method(),
                 req.uri().path()
-            ))
+            );
+            if is_console(&req) {
+                return (
+                    http::StatusCode::METHOD_NOT_ALLOWED,
+                    console::error_page("Method not allowed", &msg),
+                )
+                    .into_response();
+            }
+            ApiError::MethodNotAllowed(msg).into_response()
         })
         .layer(axum::middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Console paths answer people: errors there are pages, not JSON.
+fn is_console(req: &axum::extract::Request) -> bool {
+    req.uri().path().starts_with("/console")
 }
 
 /// Every response carries a `request-id`, which the SDKs attach to their errors.

@@ -34,6 +34,7 @@ use http::{HeaderValue, header};
 use super::ApiState;
 use crate::store::SessionLimits;
 
+pub use html::error_page;
 pub use session::ConsoleError;
 
 /// How the console is served.
