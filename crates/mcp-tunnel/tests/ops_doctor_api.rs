@@ -31,10 +31,11 @@ async fn api_checks_against_a_real_control_plane() {
     };
 
     let r = doctor::run(&o, &SystemResolver).await;
+    // A new organization signs in by password: SSO is not enforced.
     let sso = finding(&r, "org.sso");
-    assert_eq!(sso.status, Status::Unknown, "{sso:?}");
+    assert_eq!(sso.status, Status::Fail, "{sso:?}");
     assert!(
-        sso.evidence.contains("cannot verify") && !sso.fix.is_empty(),
+        sso.evidence.contains("does not enforce SSO") && sso.fix.contains("--sso-required"),
         "{sso:?}"
     );
     let st = finding(&r, "tunnel.state");
@@ -88,6 +89,48 @@ async fn api_checks_against_a_real_control_plane() {
         "{f:?}"
     );
     std::fs::write(out.join("ca.crt"), registered).unwrap();
+
+    // SSO configured and made mandatory through the admin API: the check passes.
+    let api = cp.client();
+    let required = api
+        .call(
+            Method::POST,
+            "/v1/admin/organization",
+            Some(serde_json::json!({"sso_required": true})),
+        )
+        .await;
+    assert!(required.is_err(), "SSO required before it is configured");
+    api.call(
+        Method::POST,
+        "/v1/admin/organization/sso",
+        Some(serde_json::json!({
+            "issuer": "https://idp.example.test",
+            "client_id": "mcp-tunnel-console",
+            "client_secret": "doctor-test-secret",
+        })),
+    )
+    .await
+    .unwrap();
+    let r = doctor::run(&o, &SystemResolver).await;
+    assert_eq!(
+        finding(&r, "org.sso").status,
+        Status::Fail,
+        "configured is not enforced"
+    );
+    api.call(
+        Method::POST,
+        "/v1/admin/organization",
+        Some(serde_json::json!({"sso_required": true})),
+    )
+    .await
+    .unwrap();
+    let r = doctor::run(&o, &SystemResolver).await;
+    let sso = finding(&r, "org.sso");
+    assert_eq!(
+        (sso.status, sso.severity),
+        (Status::Pass, Severity::Medium),
+        "{sso:?}"
+    );
 
     // Archived: high, and the command exits 1 with the finding in its JSON.
     cp.client()
@@ -155,5 +198,5 @@ async fn healthy_output_exits_zero_with_a_table() {
     );
     assert!(text.starts_with("STATUS"), "{text}");
     assert!(text.contains("PASS     high    tunnel.state"), "{text}");
-    assert!(text.contains("UNKNOWN  medium  org.sso"), "{text}");
+    assert!(text.contains("FAIL     medium  org.sso"), "{text}");
 }

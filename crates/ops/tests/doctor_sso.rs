@@ -1,6 +1,6 @@
-//! The SSO check's reading of an organization's settings. The control plane has no such
-//! setting yet (tested against the real API in crates/mcp-tunnel/tests/ops_doctor_api.rs:
-//! "unknown"); these fixtures pin what doctor does once an API reports it.
+//! The SSO check's reading of an organization's settings from fixed answers: what doctor
+//! does with an older API (404), a key without org:admin, or an answer without the
+//! field. Against the real control plane: crates/mcp-tunnel/tests/ops_doctor_api.rs.
 
 #[allow(unused)]
 mod common;
@@ -39,19 +39,19 @@ async fn sso(status: u16, body: &'static str) -> mcp_tunnel_ops::Finding {
 
 #[tokio::test]
 async fn enforced_sso_passes_and_optional_sso_fails() {
-    let f = sso(200, r#"{"type":"organization","sso_enforced":true}"#).await;
+    let f = sso(200, r#"{"type":"organization","sso_required":true}"#).await;
     assert_eq!(
         (f.status, f.severity),
         (Status::Pass, Severity::Medium),
         "{f:?}"
     );
-    let f = sso(200, r#"{"type":"organization","sso_enforced":false}"#).await;
+    let f = sso(200, r#"{"type":"organization","sso_required":false}"#).await;
     assert_eq!(
         (f.status, f.severity),
         (Status::Fail, Severity::Medium),
         "{f:?}"
     );
-    assert!(f.fix.contains("SSO"), "{f:?}");
+    assert!(f.fix.contains("--sso-required true"), "{f:?}");
 }
 
 #[tokio::test]
@@ -65,4 +65,14 @@ async fn no_setting_is_unknown_never_pass() {
     assert!(f.evidence.contains("cannot verify"), "{f:?}");
     let f = sso(200, r#"{"type":"organization"}"#).await;
     assert_eq!(f.status, Status::Unknown, "{f:?}");
+    // A look-alike field is not the setting.
+    let f = sso(200, r#"{"type":"organization","sso_enforced":true}"#).await;
+    assert_eq!(f.status, Status::Unknown, "{f:?}");
+    let f = sso(
+        403,
+        r#"{"type":"error","error":{"type":"permission_error","message":"needs org:admin"}}"#,
+    )
+    .await;
+    assert_eq!(f.status, Status::Unknown, "{f:?}");
+    assert!(f.fix.contains("org:admin"), "{f:?}");
 }

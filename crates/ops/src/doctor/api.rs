@@ -7,14 +7,15 @@ use serde_json::Value;
 
 use crate::finding::{Finding, Severity};
 
-/// Where doctor looks for the organization's settings. The API has no such endpoint yet;
-/// when it does, `sso_enforced` (bool) is the field read.
+/// Where doctor reads the organization's sign-in settings (`sso_required`, bool).
 pub const ORGANIZATION_PATH: &str = "/v1/admin/organization";
 
 pub async fn check_sso(api: &ApiClient) -> Finding {
     const ID: &str = "org.sso";
-    const FIX: &str = "enforce SSO for the organization in the console (Organization → Security), so admins who \
-         can change tunnels, federation rules and service accounts sign in through your identity provider";
+    const FIX: &str = "configure your identity provider (`mcp-tunnel admin organization sso --issuer URL --client-id ID \
+         --client-secret-file F`, or the console's Settings page), then `mcp-tunnel admin organization set \
+         --sso-required true`: admins who can change tunnels, federation rules and service accounts then sign in \
+         through the provider and its session controls, and password sign-in is off";
     match api.call(Method::GET, ORGANIZATION_PATH, None).await {
         Ok(org) => match sso_flag(&org) {
             Some(true) => Finding::pass(
@@ -31,7 +32,7 @@ pub async fn check_sso(api: &ApiClient) -> Finding {
             None => Finding::unknown(
                 ID,
                 Severity::Medium,
-                format!("GET {ORGANIZATION_PATH} has no sso_enforced field: cannot verify"),
+                format!("GET {ORGANIZATION_PATH} has no sso_required field: cannot verify"),
                 FIX,
             ),
         },
@@ -60,9 +61,7 @@ pub async fn check_sso(api: &ApiClient) -> Finding {
 }
 
 fn sso_flag(org: &Value) -> Option<bool> {
-    org.get("sso_enforced")
-        .or_else(|| org.get("sso").and_then(|s| s.get("enforced")))
-        .and_then(Value::as_bool)
+    org.get("sso_required").and_then(Value::as_bool)
 }
 
 /// `tunnel.state`: the tunnel the stack serves must be active.
