@@ -39,7 +39,7 @@ test("the bootstrap admin signs in with the password and configures SSO", async 
   const page = await ctx.newPage();
   await page.goto(`${api.url}/console/tunnels`);
   assert.match(page.url(), /\/console\/login$/, "unauthenticated pages send you to sign in");
-  await screenshot(page, "console-login");
+  await screenshot(page, "console-login-password");
   await passwordLogin(page, api.url, "admin", env.password);
   await page.getByRole("link", { name: "Users" }).click();
   await page.getByLabel("E-mail address").fill(ADMIN);
@@ -97,7 +97,6 @@ test("reveal shows the token once, by POST, with a copy button; rotate changes i
   await adminPage.getByRole("button", { name: "Copy" }).click();
   await assert.doesNotReject(adminPage.getByText("Copied to the clipboard.").waitFor());
   assert.equal(await adminPage.evaluate(() => navigator.clipboard.readText()), first);
-  await screenshot(adminPage, "console-token");
 
   await adminPage.goto(tunnelUrl);
   assert.equal(await adminPage.locator("#token").count(), 0, "not shown again without a reveal");
@@ -303,7 +302,7 @@ test("with SSO required the password form is gone and refused", async () => {
   await page.goto(`${api.url}/console/login`);
   assert.equal(await page.locator("#password").count(), 0);
   assert.match(await page.locator("#password-off").innerText(), /Password sign-in is turned off/);
-  await screenshot(page, "console-login-sso-required");
+  await screenshot(page, "console-login");
   // Posting the password form anyway (with a valid pre-sign-in token) is refused.
   const pre = await page.locator('input[name="csrf"]').first().inputValue();
   const r = await page.request.post(`${api.url}/console/login`, {

@@ -194,6 +194,11 @@ pub fn td_code(s: &str) -> String {
     format!(r#"<td><code>{}</code></td>"#, esc(s))
 }
 
+/// `<td>` with monospace text kept on one line (ids, action names).
+pub fn td_code_nowrap(s: &str) -> String {
+    format!(r#"<td class="nowrap"><code>{}</code></td>"#, esc(s))
+}
+
 /// A status badge.
 pub fn status(s: &str) -> String {
     let label = match s {

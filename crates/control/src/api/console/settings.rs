@@ -8,7 +8,9 @@ use mcp_tunnel_pki::crypto::Secret;
 use serde::Deserialize;
 
 use super::C;
-use super::html::{banner, csrf_field, esc, layout, pct, status, table, td, td_code, when_opt};
+use super::html::{
+    banner, csrf_field, esc, layout, pct, status, table, td, td_code_nowrap, when_opt,
+};
 use super::session::{Act, ConsoleError, CsrfForm, Me, Page};
 use crate::store::{AuditFilter, ListParams, NewSsoConfig, Role, parse_domains};
 
@@ -333,8 +335,8 @@ pub async fn audit(State(c): C, me: Me, Query(q): Query<AuditQuery>) -> Page {
                 "{}{}{}{}{}{}<td class=\"details\"><code>{}</code></td>",
                 td(&e.time[..19].replace('T', " ")),
                 td(&e.actor),
-                td_code(&e.action),
-                td_code(&e.target),
+                td_code_nowrap(&e.action),
+                td_code_nowrap(&e.target),
                 td(&e.source),
                 td(e.reason.as_deref().unwrap_or("")),
                 esc(&details)
