@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mcp_tunnel_ops::doctor::{self, DoctorOptions};
+use mcp_tunnel_ops::doctor::{self, DoctorOptions, FirewallSource};
 use mcp_tunnel_ops::k8s::{KubeClient, KubeOptions};
 use mcp_tunnel_proxy::guard::SystemResolver;
 
@@ -58,6 +58,14 @@ pub struct DoctorArgs {
     /// The Compose file of the stack.
     #[arg(long)]
     compose: Option<PathBuf>,
+    /// Check the Docker host's egress rules (the DOCKER-USER chain) by running
+    /// `iptables-save` here; needs root on the host that runs the stack.
+    #[arg(long, conflicts_with = "firewall_rules")]
+    host_firewall: bool,
+    /// Check the egress rules in this file (`iptables-save -t filter` taken on the
+    /// Docker host).
+    #[arg(long)]
+    firewall_rules: Option<PathBuf>,
     /// The Helm values file of the release.
     #[arg(long)]
     helm_values: Option<PathBuf>,
@@ -103,6 +111,11 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         kube,
         ca_file: args.tunnel_ca_file,
         compose: args.compose,
+        firewall: match (args.host_firewall, args.firewall_rules) {
+            (true, _) => Some(FirewallSource::Host),
+            (false, Some(f)) => Some(FirewallSource::File(f)),
+            (false, None) => None,
+        },
         helm_values: args.helm_values,
         api,
         rotation_days: args.rotation_days,

@@ -134,8 +134,9 @@ pub fn check_compose(c: &ComposeFile, label: &str) -> Vec<Finding> {
         format!(
             "{label}: Compose cannot limit egress; whether a host firewall does cannot be seen from here"
         ),
-        "allow the stack's egress only to the edge (TCP+UDP 7844) and the MCP servers' addresses and ports, e.g. \
-         nftables/iptables rules in the DOCKER-USER chain matching the compose network's subnet",
+        "run doctor with --host-firewall on the Docker host (or --firewall-rules FILE with its `iptables-save -t filter`) \
+         to check it; allow the stack's egress only to the edge (TCP+UDP 7844) and the MCP servers' addresses and \
+         ports, with rules in the DOCKER-USER chain matching the compose network's subnet",
     );
     vec![images, hard, reach, firewall]
 }

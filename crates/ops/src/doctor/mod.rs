@@ -10,6 +10,7 @@ pub mod api;
 pub mod certs;
 pub mod deploy;
 pub mod files;
+pub mod firewall;
 pub mod oauth;
 pub mod upstream;
 
@@ -41,6 +42,8 @@ pub struct DoctorOptions {
     /// The tunnel CA certificate when it is not in the setup output.
     pub ca_file: Option<PathBuf>,
     pub compose: Option<PathBuf>,
+    /// Where the Docker host's firewall rules come from, for `network.reach`.
+    pub firewall: Option<FirewallSource>,
     pub helm_values: Option<PathBuf>,
     pub api: Option<ApiClient>,
     /// Token rotation policy in days.
@@ -54,6 +57,15 @@ pub struct DoctorOptions {
     pub now: SystemTime,
 }
 
+/// Where `network.reach` reads a Docker host's firewall from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirewallSource {
+    /// The output of `iptables-save -t filter`, saved to a file.
+    File(PathBuf),
+    /// `iptables-save` run here (doctor runs on the Docker host).
+    Host,
+}
+
 impl Default for DoctorOptions {
     fn default() -> Self {
         Self {
@@ -64,6 +76,7 @@ impl Default for DoctorOptions {
             kube: None,
             ca_file: None,
             compose: None,
+            firewall: None,
             helm_values: None,
             api: None,
             rotation_days: 90,
@@ -125,9 +138,19 @@ pub async fn run(o: &DoctorOptions, resolver: &dyn Resolver) -> Report {
             r.push(files::check_file("proxy_tls_key", &c.tls.key_file));
         }
     }
+    let firewall = match &o.firewall {
+        None => None,
+        Some(FirewallSource::File(p)) => Some(firewall::check_file(p)),
+        Some(FirewallSource::Host) => Some(firewall::check_host().await),
+    };
     if let Some(path) = &o.compose {
         match ComposeFile::load(path) {
-            Ok(cf) => r.extend(deploy::check_compose(&cf, &path.display().to_string())),
+            Ok(cf) => r.extend(
+                deploy::check_compose(&cf, &path.display().to_string())
+                    .into_iter()
+                    // The rules themselves say more than the compose file's note.
+                    .filter(|f| firewall.is_none() || f.id != "network.reach"),
+            ),
             Err(e) => r.push(Finding::fail(
                 "compose.file",
                 Severity::Medium,
@@ -139,13 +162,18 @@ pub async fn run(o: &DoctorOptions, resolver: &dyn Resolver) -> Report {
     if let (Some(values), Some(path)) = (&helm, &o.helm_values) {
         r.extend(deploy::check_helm(values, &path.display().to_string()));
     }
-    if o.compose.is_none() && o.helm_values.is_none() {
+    let no_deployment = o.compose.is_none() && o.helm_values.is_none();
+    if let Some(f) = firewall {
+        r.push(f);
+    } else if no_deployment {
         r.push(Finding::unknown(
             "network.reach",
             Severity::Medium,
             "no --compose or --helm-values given: the proxy's and connector's network reach cannot be checked",
             "pass the deployment's compose file or Helm values",
         ));
+    }
+    if no_deployment {
         r.push(Finding::unknown(
             "images.digest",
             Severity::Medium,
