@@ -59,6 +59,10 @@ def test_compose_init_then_server(tmp_path):
     assert admin_key_file.stat().st_mode & 0o777 == 0o600
     admin_key = admin_key_file.read_text().strip()
     assert admin_key.startswith("mtk_")
+    password_file = tmp_path / "admin" / "console-admin-password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    # Written to files, the secrets are not also printed (compose output is logged).
+    assert admin_key not in first.stdout and password_file.read_text().strip() not in first.stdout
     written = serverrun.files_under(data)
     # One-shot: a second run refuses and leaves everything as it was.
     again = run()

@@ -118,18 +118,40 @@ async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "workspace_id:    {}", report.config.workspace_id)?;
     writeln!(out, "base_domain:     {}", report.config.base_domain)?;
     writeln!(out, "edge_address:    {}", report.config.edge_address)?;
-    writeln!(
-        out,
-        "admin API key ({}), shown once, store it now:",
-        report.admin_key_id
-    )?;
-    writeln!(out, "{}", report.admin_key.expose())?;
-    writeln!(
-        out,
-        "console sign-in (/console): login {:?}, password shown once, store it now:",
-        report.admin_login
-    )?;
-    writeln!(out, "{}", report.admin_password.expose())?;
+    // A secret written to a file is not also printed: init's output ends up in
+    // terminals, CI logs and `docker compose` output.
+    match &a.admin_key_file {
+        Some(path) => writeln!(
+            out,
+            "admin API key ({}): written to {} (0600), not printed",
+            report.admin_key_id,
+            path.display()
+        )?,
+        None => {
+            writeln!(
+                out,
+                "admin API key ({}), shown once, store it now:",
+                report.admin_key_id
+            )?;
+            writeln!(out, "{}", report.admin_key.expose())?;
+        }
+    }
+    match &a.admin_password_file {
+        Some(path) => writeln!(
+            out,
+            "console sign-in (/console): login {:?}, password written to {} (0600), not printed",
+            report.admin_login,
+            path.display()
+        )?,
+        None => {
+            writeln!(
+                out,
+                "console sign-in (/console): login {:?}, password shown once, store it now:",
+                report.admin_login
+            )?;
+            writeln!(out, "{}", report.admin_password.expose())?;
+        }
+    }
     for f in &report.files {
         writeln!(out, "wrote {}", f.display())?;
     }
