@@ -1,4 +1,11 @@
 //! Benchmarks of the tunnel path against a direct connection, measured in the same run:
+//! - `all`: every figure of docs/PERFORMANCE.md's main table in one run — tools/call at
+//!   concurrency 1/32/256, bulk, new-session rates (ECDSA and RSA-4096, resumed or not),
+//!   10,000 idle SSE streams, connector start and reconnect — beside direct, rathole and
+//!   bore (`bench/run.sh` builds those and runs this);
+//! - `soak`: steady traffic through the whole path for `--duration` while faults are
+//!   injected (docs/RELIABILITY.md);
+//! - `upstream`: the minimal MCP responder alone, as a process (the soak restarts it);
 //! - `proxy`: a small MCP `tools/call` and a bulk download straight to the upstream (the
 //!   baseline) and through the real `mcp-tunnel proxy` process (WebSocket + inner TLS);
 //! - `tunnel`: the same through the whole path (client → edge → connector → proxy), plus
@@ -9,6 +16,14 @@
 //! `cargo build --release -p mcp-tunnel -p mcp-tunnel-bench`, then
 //! `target/release/mcp-tunnel-bench proxy` or `… tunnel`.
 
+mod all;
+mod faultproxy;
+mod others;
+mod procs;
+mod profile;
+mod rig;
+mod sessions;
+mod soak;
 mod tunnel;
 mod upstream;
 
@@ -31,12 +46,39 @@ const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n
 
 #[derive(Debug, Parser)]
 pub(crate) struct Args {
-    /// What to measure: `proxy` or `tunnel`.
+    /// What to run: `all`, `soak`, `profile`, `proxy`, `tunnel` or `upstream`.
     #[arg(default_value = "proxy")]
     pub(crate) what: String,
-    /// Idle sessions opened for the memory measurement (`tunnel`).
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) idle_sessions: usize,
+    /// Idle sessions opened for the memory measurement (`tunnel`: 1000; `all`: 10000).
+    #[arg(long)]
+    pub(crate) idle_sessions: Option<usize>,
+    /// Where rathole and bore binaries are (`all`).
+    #[arg(long, default_value = "/tmp/bench-tools/bin")]
+    pub(crate) tools_dir: PathBuf,
+    /// The proxy's log level in `all` and `soak` (`info` is what deployments run).
+    #[arg(long, default_value = "info")]
+    pub(crate) proxy_log_level: String,
+    /// Sessions opened at once in the new-session rate (`all`).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) session_concurrency: usize,
+    /// How long the soak runs, Go-style (`10m`, `60s`).
+    #[arg(long, default_value = "10m")]
+    pub(crate) duration: String,
+    /// Requests per second the soak's clients send, in total.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) rate: u32,
+    /// The role `profile` runs under callgrind: `proxy`, `connector` or `edge`.
+    #[arg(long, default_value = "proxy")]
+    pub(crate) role: String,
+    /// tools/call requests of the profile's workload (sequential, then at concurrency 32).
+    #[arg(long, default_value_t = 3200)]
+    pub(crate) profile_calls: usize,
+    /// Bulk response of the profile's workload, in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) profile_bulk_mib: u64,
+    /// Where `upstream` listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) listen: SocketAddr,
     /// Seconds per latency/throughput phase.
     #[arg(long, default_value_t = 5)]
     pub(crate) seconds: u64,
@@ -47,11 +89,21 @@ pub(crate) struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.what != "proxy" && args.what != "tunnel" {
+    if !["all", "soak", "profile", "proxy", "tunnel", "upstream"].contains(&args.what.as_str()) {
         bail!(
-            "unknown benchmark {:?} (available: proxy, tunnel)",
+            "unknown benchmark {:?} (available: all, soak, profile, proxy, tunnel, upstream)",
             args.what
         );
+    }
+    if args.what == "upstream" {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(async move {
+            let addr = upstream::start_on(args.listen).await?;
+            println!("UPSTREAM {addr}");
+            std::future::pending::<anyhow::Result<()>>().await
+        });
     }
     // The upstream gets its own thread and runtime so the load generator does not
     // starve it; the proxy is its own process.
@@ -72,8 +124,12 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    if args.what == "tunnel" {
-        return rt.block_on(tunnel::run(args, upstream));
+    match args.what.as_str() {
+        "tunnel" => return rt.block_on(tunnel::run(args, upstream)),
+        "all" => return rt.block_on(all::run(args)),
+        "soak" => return rt.block_on(soak::run(args)),
+        "profile" => return rt.block_on(profile::run(args, upstream)),
+        _ => {}
     }
     rt.block_on(run(args, upstream))
 }

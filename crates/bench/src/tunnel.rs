@@ -59,7 +59,7 @@ pub async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
     println!("| direct | {direct:.0} | 1.00 |");
     println!("| whole tunnel path | {via:.0} | {:.2} |", via / direct);
 
-    idle_memory(&stack, args.idle_sessions).await?;
+    idle_memory(&stack, args.idle_sessions.unwrap_or(1000)).await?;
     start_to_ready(&stack).await?;
     Ok(())
 }
