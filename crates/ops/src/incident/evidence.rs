@@ -18,20 +18,27 @@ pub struct LogSource {
     pub path: PathBuf,
 }
 
-/// `name=path`.
-pub fn parse_log_source(s: &str) -> Result<LogSource, String> {
-    let (name, path) = s.split_once('=').ok_or_else(|| {
-        format!("--log {s:?}: expected NAME=FILE, e.g. proxy=/var/log/mcp-proxy.log")
-    })?;
+/// The NAME of a `NAME=…` source flag: letters, digits, '-' or '_' (it labels alerts,
+/// timeline lines and evidence file names).
+pub(crate) fn check_source_name(flag: &str, arg: &str, name: &str) -> Result<(), String> {
     if name.is_empty()
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(format!(
-            "--log {s:?}: NAME must be letters, digits, '-' or '_'"
+            "{flag} {arg:?}: NAME must be letters, digits, '-' or '_'"
         ));
     }
+    Ok(())
+}
+
+/// `name=path`.
+pub fn parse_log_source(s: &str) -> Result<LogSource, String> {
+    let (name, path) = s.split_once('=').ok_or_else(|| {
+        format!("--log {s:?}: expected NAME=FILE, e.g. proxy=/var/log/mcp-proxy.log")
+    })?;
+    check_source_name("--log", s, name)?;
     Ok(LogSource {
         name: name.to_owned(),
         path: PathBuf::from(path),

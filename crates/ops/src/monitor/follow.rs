@@ -105,23 +105,15 @@ pub fn parse_metrics_source(s: &str) -> Result<MetricsSource, String> {
     let (name, url) = s.split_once('=').ok_or_else(|| {
         format!("--metrics {s:?}: expected NAME=URL, e.g. proxy=http://127.0.0.1:9090/metrics")
     })?;
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    crate::incident::evidence::check_source_name("--metrics", s, name)?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(format!(
-            "--metrics {name:?}: NAME must be letters, digits, '-' or '_'"
+            "--metrics {name}: the URL must start with http:// or https://"
         ));
     }
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("--metrics {name}: not a URL: {e}"))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(format!(
-            "--metrics {name}: the URL must start with http:// or https://"
-        ));
-    }
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(format!(
             "--metrics {name}: credentials in the URL are not accepted (they would show in the process list)"
@@ -212,6 +204,41 @@ pub async fn follow(
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_sources_are_checked() {
+        let ok = parse_metrics_source("proxy=http://127.0.0.1:9090/metrics").unwrap();
+        assert_eq!(
+            (ok.name.as_str(), ok.url.as_str()),
+            ("proxy", "http://127.0.0.1:9090/metrics")
+        );
+        for (arg, why) in [
+            ("http://127.0.0.1:9090/metrics", "expected NAME=URL"),
+            ("=http://127.0.0.1/metrics", "NAME must be letters"),
+            ("a b=http://127.0.0.1/metrics", "NAME must be letters"),
+            (
+                "proxy=ftp://127.0.0.1/metrics",
+                "must start with http:// or https://",
+            ),
+            (
+                "proxy=127.0.0.1:9090/metrics",
+                "must start with http:// or https://",
+            ),
+            (
+                "proxy=https://user:pw@10.0.0.1/metrics",
+                "credentials in the URL are not accepted",
+            ),
+            ("proxy=http://[::1/metrics", "not a URL"),
+        ] {
+            let err = parse_metrics_source(arg).unwrap_err();
+            assert!(err.contains(why), "{arg}: {err}");
         }
     }
 }
