@@ -153,7 +153,10 @@ async fn pipe(
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Bytes)>(256);
     let mut faults = s.faults.subscribe();
-    let reader = async {
+    let rng = s.clone();
+    // The reader owns the sender: when the source closes, the writer drains what is
+    // queued and then passes the close on (a borrowed sender would keep it waiting).
+    let reader = async move {
         let mut buf = vec![0u8; 64 * 1024];
         let mut last = Instant::now();
         loop {
@@ -164,9 +167,9 @@ async fn pipe(
             let f = *faults.borrow_and_update();
             let mut due = Instant::now() + f.delay;
             if !f.jitter.is_zero() {
-                due += f.jitter.mul_f64(random(&s.rng));
+                due += f.jitter.mul_f64(random(&rng.rng));
             }
-            if f.loss > 0.0 && random(&s.rng) < f.loss {
+            if f.loss > 0.0 && random(&rng.rng) < f.loss {
                 due += f.loss_penalty;
             }
             due = due.max(last);
@@ -256,6 +259,27 @@ mod tests {
             .unwrap()
             .unwrap_or(0);
         assert_eq!(n, 0, "the dropped connection is closed");
+    }
+
+    #[tokio::test]
+    async fn a_close_by_the_target_reaches_the_client() {
+        // A target that answers and then closes, as a stopped edge does.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"bye").await.unwrap();
+        });
+        let p = FaultProxy::start("127.0.0.1:0".parse().unwrap(), target)
+            .await
+            .unwrap();
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+            .await
+            .expect("the close is passed on, not held")
+            .unwrap();
+        assert_eq!(got, b"bye");
     }
 
     #[tokio::test]

@@ -73,9 +73,15 @@ pub(crate) struct Args {
     /// tools/call requests of the profile's workload (sequential, then at concurrency 32).
     #[arg(long, default_value_t = 3200)]
     pub(crate) profile_calls: usize,
+    /// New sessions (full handshakes, one tools/call each) of the profile's workload.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) profile_sessions: usize,
     /// Bulk response of the profile's workload, in MiB.
     #[arg(long, default_value_t = 32)]
     pub(crate) profile_bulk_mib: u64,
+    /// Keep the soak's process logs (their directory is printed) instead of deleting them.
+    #[arg(long)]
+    pub(crate) keep_logs: bool,
     /// Where `upstream` listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) listen: SocketAddr,

@@ -17,7 +17,10 @@ pub async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
         ["proxy", "connector", "edge"].contains(&role.as_str()),
         "--role must be proxy, connector or edge, not {role:?}"
     );
-    let out = std::env::current_dir()?.join(format!("callgrind.{role}.out"));
+    let out = std::env::current_dir()?.join(format!(
+        "callgrind.{role}.{}calls.{}mib.{}sessions.out",
+        args.profile_calls, args.profile_bulk_mib, args.profile_sessions
+    ));
     let mut rig = Rig::start(RigOptions {
         upstream,
         ha: 4,
@@ -47,7 +50,7 @@ pub async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
     );
     let t = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..if calls > 0 { 32 } else { 0 } {
         let mut c = Conn::Tunnel(rig.session().await?);
         tasks.push(tokio::spawn(async move {
             for _ in 0..calls / 32 {
@@ -63,9 +66,26 @@ pub async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
         "{calls} tools/call at concurrency 32 in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    // New sessions, each through a fresh dialer with inner resumption off: both TLS
+    // handshakes full, as in the "full handshakes" rate of `all`.
+    if args.profile_sessions > 0 {
+        let t = Instant::now();
+        let inner = rig.inner_tls(false)?;
+        for _ in 0..args.profile_sessions {
+            let s = rig.session_with(&rig.fresh_dialer()?, &inner).await?;
+            one(&mut Conn::Tunnel(s)).await?;
+        }
+        println!(
+            "{} new sessions (full handshakes, one tools/call each) in {:.1} s",
+            args.profile_sessions,
+            t.elapsed().as_secs_f64()
+        );
+    }
     let size = args.profile_bulk_mib * 1024 * 1024;
-    let mbs = bulk(Conn::Tunnel(rig.session().await?), size).await?;
-    println!("bulk {} MiB at {mbs:.0} MB/s", args.profile_bulk_mib);
+    if size > 0 {
+        let mbs = bulk(Conn::Tunnel(rig.session().await?), size).await?;
+        println!("bulk {} MiB at {mbs:.0} MB/s", args.profile_bulk_mib);
+    }
     let p = match role.as_str() {
         "proxy" => rig.proxy.take(),
         "connector" => rig.connector.take(),

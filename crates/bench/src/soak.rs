@@ -145,7 +145,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for i in 0..n {
         let fault = ALL[i % ALL.len()];
         let slot_end = Instant::now() + slot;
-        let (t0, healed, note) = inject(fault, &mut rig, &mut upstream).await?;
+        let t = Instant::now();
+        // A failed injection (a role that did not come back) is reported, not fatal:
+        // what the clients saw afterwards is the finding.
+        let (t0, healed, note) = inject(fault, &mut rig, &mut upstream)
+            .await
+            .unwrap_or_else(|e| (t, Instant::now(), format!("injection failed: {e:#}")));
+        eprintln!("[{:>4.0} s] {fault:?}: {note}", (t0 - begin).as_secs_f64());
         log.push((fault, t0, healed, note));
         tokio::time::sleep_until(slot_end.into()).await;
         samples.take(&rig, &upstream, &format!("after {fault:?}"));
@@ -160,6 +166,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     samples.take(&rig, &upstream, "end, traffic stopped");
     report(&events, &log, &samples, begin);
+    if args.keep_logs {
+        drop(upstream);
+        let dir = rig.dir.path().to_owned();
+        std::mem::forget(rig.dir);
+        println!();
+        println!("logs kept in {}", dir.display());
+    }
     Ok(())
 }
 
@@ -387,6 +400,13 @@ fn report(
     println!("|---:|---:|---:|---:|---:|");
     println!(
         "| {} | {} | {retried} | {lost} | {failed} |",
+        ok.len() + lost,
+        ok.len()
+    );
+    // One line for scripts and the short soak test.
+    println!();
+    println!(
+        "soak: {} sent, {} succeeded, {retried} retried, {lost} lost, {failed} failed attempts",
         ok.len() + lost,
         ok.len()
     );
