@@ -15,10 +15,9 @@ use mcp_tunnel_proto::stream::{
     CONNECTOR_ERROR_HEADER, NO_INGRESS_MESSAGE, UPGRADE_HEADER, UPGRADED_HEADER, is_hop_by_hop,
 };
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use crate::metrics::ConnectorMetrics;
-use crate::pipe::{BoxError, ChannelBody, TunnelBody, pipe};
+use crate::pipe::{BoxError, TunnelBody, pipe, reader_body};
 
 /// Why `--url` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,8 +155,8 @@ impl OriginService {
             return Ok(back);
         }
         let upgraded = hyper::upgrade::on(&mut resp).await?;
-        let (tx, rx) = mpsc::channel(1);
-        let mut back = Response::new(ChannelBody(rx).boxed());
+        let (attach, body) = reader_body();
+        let mut back = Response::new(body.boxed());
         copy_end_to_end(resp.headers(), back.headers_mut());
         let switched_to = resp
             .headers()
@@ -170,7 +169,7 @@ impl OriginService {
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             metrics.active_sessions.inc();
-            let (i, o) = pipe(TokioIo::new(upgraded), tunnel_body, tx).await;
+            let (i, o) = pipe(TokioIo::new(upgraded), tunnel_body, attach).await;
             metrics.bytes.add(&["edge_to_origin"], i);
             metrics.bytes.add(&["origin_to_edge"], o);
             metrics.active_sessions.dec();

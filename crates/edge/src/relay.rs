@@ -12,13 +12,15 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use mcp_tunnel_proto::stream::{UPGRADE_HEADER, UPGRADED_HEADER, is_hop_by_hop};
-use tokio::sync::mpsc;
 
 use crate::refusal::Refusal;
 use crate::registry::{BoxError, StreamGuard, TunnelBody};
 use crate::server::Shared;
 use crate::store::TunnelRecord;
-use mcp_tunnel_net::pipe::{ChannelBody, Direction, pipe};
+use mcp_tunnel_net::pipe::{Attach, Direction, pipe, reader_body};
+
+/// The client's upgraded connection, as the pipe sees it.
+type ClientIo = TokioIo<hyper::upgrade::Upgraded>;
 
 /// Connections tried for one session before giving up: enough to step over a connection
 /// that is draining or just died, few enough to answer quickly.
@@ -103,13 +105,13 @@ async fn forward_upgrade(
             .registry
             .pick(&tunnel.id, &tried)
             .ok_or(Refusal::NoConnector)?;
-        let (tx, rx) = mpsc::channel(1);
-        let mut req = tunnel_request(&parts, host, ChannelBody(rx).boxed())?;
+        let (attach, body) = reader_body();
+        let mut req = tunnel_request(&parts, host, body.boxed())?;
         req.headers_mut()
             .insert(HeaderName::from_static(UPGRADE_HEADER), token.clone());
         let conn = guard.connection().clone();
         match conn.sender().send_request(req).await {
-            Ok(resp) => return Ok(finish_upgrade(resp, on_upgrade, tx, guard, shared)),
+            Ok(resp) => return Ok(finish_upgrade(resp, on_upgrade, attach, guard, shared)),
             Err(e) => {
                 tracing::debug!(connection_id = %conn.id, error = %e, "stream open failed, trying another connection");
                 conn.mark_draining();
@@ -123,7 +125,7 @@ async fn forward_upgrade(
 fn finish_upgrade(
     resp: Response<Incoming>,
     on_upgrade: OnUpgrade,
-    tx: mpsc::Sender<Bytes>,
+    attach: Attach<ClientIo>,
     guard: StreamGuard,
     shared: &Shared,
 ) -> Response<TunnelBody> {
@@ -151,12 +153,13 @@ fn finish_upgrade(
             return;
         };
         metrics.active_sessions.inc();
-        pipe(TokioIo::new(upgraded), body, tx, |dir, n| {
+        let counted = metrics.clone();
+        pipe(TokioIo::new(upgraded), body, attach, move |dir, n| {
             let label = match dir {
                 Direction::FromTunnel => "connector_to_client",
                 Direction::ToTunnel => "client_to_connector",
             };
-            metrics.bytes.add(&[label], n as u64);
+            counted.bytes.add(&[label], n as u64);
         })
         .await;
         metrics.active_sessions.dec();

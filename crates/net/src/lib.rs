@@ -1,5 +1,6 @@
 //! Networking pieces shared by every role: the WebSocket byte-stream adapter that carries
-//! inner TLS, Go-style durations and listen addresses.
+//! inner TLS, the byte pump between connections and tunnel streams, Go-style durations
+//! and listen addresses.
 
 pub mod duration;
 pub mod listen;
