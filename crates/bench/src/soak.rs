@@ -69,12 +69,14 @@ impl Fault {
         match self {
             Fault::DropLink => "one connector→edge connection dropped (the relay closes it)",
             Fault::Latency => {
-                "+20 ms ±10 ms jitter each way on client→edge, connector→edge and proxy→upstream, for 10 s"
+                "+20 ms ±10 ms jitter each way on client→edge, connector→edge and proxy→upstream (10 s, or half a short slot)"
             }
             Fault::Loss => {
-                "2% of chunks held back 200 ms (a retransmission) on client→edge and connector→edge, for 10 s"
+                "2% of chunks held back 200 ms (a retransmission) on client→edge and connector→edge (10 s, or half a short slot)"
             }
-            Fault::Partition => "connector→edge links blackholed (no bytes, no resets) for 5 s",
+            Fault::Partition => {
+                "connector→edge links blackholed (no bytes, no resets) (5 s, or a quarter of a short slot)"
+            }
             Fault::EdgeRestart => "edge SIGTERM, then started again on the same ports",
             Fault::ConnectorKill => "connector SIGKILL, then a new connector started",
             Fault::UpstreamRestart => "MCP server SIGKILL, then started again on the same port",
@@ -138,9 +140,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Faults share what is left, leaving a quiet tail to see the path settle.
     let tail = Duration::from_secs(10).min(total / 6);
     let budget = total.saturating_sub(warm + tail);
-    let slot = Duration::from_secs(20);
-    let n = ((budget.as_secs() / slot.as_secs()) as usize).max(1);
+    // About 20 s per fault; a short run still goes through all nine, in shorter slots.
+    let n = ((budget.as_secs() / 20) as usize)
+        .max(((budget.as_secs() / 4) as usize).min(ALL.len()))
+        .max(1);
     let slot = budget / n as u32;
+    // Latency and loss last up to 10 s (a partition half that), within the slot.
+    let hold = (slot / 2).min(Duration::from_secs(10));
     let mut log = Vec::new();
     for i in 0..n {
         let fault = ALL[i % ALL.len()];
@@ -148,7 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let t = Instant::now();
         // A failed injection (a role that did not come back) is reported, not fatal:
         // what the clients saw afterwards is the finding.
-        let (t0, healed, note) = inject(fault, &mut rig, &mut upstream)
+        let (t0, healed, note) = inject(fault, hold, &mut rig, &mut upstream)
             .await
             .unwrap_or_else(|e| (t, Instant::now(), format!("injection failed: {e:#}")));
         eprintln!("[{:>4.0} s] {fault:?}: {note}", (t0 - begin).as_secs_f64());
@@ -180,6 +186,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// still be recovering), and a note (e.g. links re-registered after so long).
 async fn inject(
     fault: Fault,
+    hold_for: Duration,
     rig: &mut Rig,
     upstream: &mut Upstream,
 ) -> anyhow::Result<(Instant, Instant, String)> {
@@ -199,7 +206,7 @@ async fn inject(
             note = format!("link re-registered after {} ms", d.as_millis());
         }
         Fault::Latency | Fault::Loss | Fault::Partition => {
-            let (f, on, secs): (Faults, Vec<_>, u64) = match fault {
+            let (f, on, hold_for): (Faults, Vec<_>, Duration) = match fault {
                 Fault::Latency => (
                     Faults {
                         delay: Duration::from_millis(20),
@@ -207,7 +214,7 @@ async fn inject(
                         ..Faults::default()
                     },
                     vec![&links.client, &links.tunnel, &links.upstream],
-                    10,
+                    hold_for,
                 ),
                 Fault::Loss => (
                     Faults {
@@ -216,7 +223,7 @@ async fn inject(
                         ..Faults::default()
                     },
                     vec![&links.client, &links.tunnel],
-                    10,
+                    hold_for,
                 ),
                 _ => (
                     Faults {
@@ -224,11 +231,11 @@ async fn inject(
                         ..Faults::default()
                     },
                     vec![&links.tunnel],
-                    5,
+                    hold_for / 2,
                 ),
             };
             hold(f, &on);
-            tokio::time::sleep(Duration::from_secs(secs)).await;
+            tokio::time::sleep(hold_for).await;
             hold(Faults::default(), &on);
         }
         Fault::EdgeRestart | Fault::TokenRotation => {
