@@ -94,12 +94,17 @@ fn main() -> ExitCode {
             Command::Rotate(args) => commands::rotate::run(args).await,
         }
     });
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "exiting");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Tasks still running may log while the runtime stops; then every line still
+    // queued for stdout goes out before the process ends.
+    drop(runtime);
+    logging::flush();
+    code
 }
