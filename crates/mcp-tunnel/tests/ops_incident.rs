@@ -128,8 +128,10 @@ async fn breach_response_resumes_revokes_archives_collects_and_restores() {
         "{state:#}"
     );
     assert_eq!(step(&state, "archive_tunnel")["status"], "pending");
-    let (code, _) = proxy.wait_exit(Duration::from_secs(10)).await;
-    assert!(code.is_some(), "the proxy was stopped");
+    // The proxy is gone: SIGTERM, and SIGKILL at once if it has not exited yet (the
+    // runbook's default grace is 0s), so its exit status may be either; wait_exit
+    // fails if it is still running.
+    let _ = proxy.wait_exit(Duration::from_secs(10)).await;
 
     // 2. Resumed: the stop is not repeated; everything else completes.
     let second = start(&cp.url).output().await.unwrap();
