@@ -71,6 +71,22 @@ fn need(out: &SetupOutput, name: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{} has no {name}", out.source))
 }
 
+/// Reads the setup output and the entries `names`, or the failed step naming every
+/// missing entry at once.
+async fn read_entries<const N: usize>(
+    store: &Store,
+    names: [&str; N],
+) -> Result<(SetupOutput, [String; N]), StepResult> {
+    let failed = |e: String| StepResult::new("read the setup output", StepOutcome::Failed, e);
+    let out = store.read().await.map_err(failed)?;
+    let found = names.map(|n| need(&out, n));
+    let missing: Vec<String> = found.iter().filter_map(|r| r.clone().err()).collect();
+    if !missing.is_empty() {
+        return Err(failed(missing.join("; ")));
+    }
+    Ok((out, found.map(|r| r.unwrap_or_default())))
+}
+
 /// Rotates the token and installs it. `canary_bin` (the `mcp-tunnel` binary) proves the
 /// edge accepts the new token.
 pub async fn token(
@@ -293,35 +309,11 @@ pub async fn cert(
     proxy_admin: Option<&str>,
     wait: Duration,
 ) -> Vec<StepResult> {
-    let out = match store.read().await {
-        Ok(o) => o,
-        Err(e) => {
-            return vec![StepResult::new(
-                "read the setup output",
-                StepOutcome::Failed,
-                e,
-            )];
-        }
-    };
-    let (ca, key, domain) = match (
-        need(&out, so::CA_CERT),
-        need(&out, so::CA_KEY),
-        need(&out, so::TUNNEL_DOMAIN),
-    ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (a, b, c) => {
-            let e = [a.err(), b.err(), c.err()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("; ");
-            return vec![StepResult::new(
-                "read the setup output",
-                StepOutcome::Failed,
-                e,
-            )];
-        }
-    };
+    let (out, [ca, key, domain]) =
+        match read_entries(store, [so::CA_CERT, so::CA_KEY, so::TUNNEL_DOMAIN]).await {
+            Ok(v) => v,
+            Err(step) => return vec![step],
+        };
     let new = match issue(&ca, &key, &domain, duration) {
         Ok(c) => c,
         Err(e) => {
@@ -369,35 +361,11 @@ pub async fn ca(
     wait: Duration,
     propagation: Duration,
 ) -> Vec<StepResult> {
-    let out = match store.read().await {
-        Ok(o) => o,
-        Err(e) => {
-            return vec![StepResult::new(
-                "read the setup output",
-                StepOutcome::Failed,
-                e,
-            )];
-        }
-    };
-    let (id, domain, old_ca) = match (
-        need(&out, so::TUNNEL_ID),
-        need(&out, so::TUNNEL_DOMAIN),
-        need(&out, so::CA_CERT),
-    ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (a, b, c) => {
-            let e = [a.err(), b.err(), c.err()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("; ");
-            return vec![StepResult::new(
-                "read the setup output",
-                StepOutcome::Failed,
-                e,
-            )];
-        }
-    };
+    let (out, [id, domain, old_ca]) =
+        match read_entries(store, [so::TUNNEL_ID, so::TUNNEL_DOMAIN, so::CA_CERT]).await {
+            Ok(v) => v,
+            Err(step) => return vec![step],
+        };
     let old_fp = match mcp_tunnel_pki::validate::validate_ca_pem(
         &format!("{old_ca}\n"),
         crate::timefmt::now_ms() / 1000,
