@@ -517,3 +517,35 @@ pub async fn ca(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_entries_are_named_together_and_nothing_is_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(so::TUNNEL_DOMAIN),
+            "abcd1234.tunnels.test\n",
+        )
+        .unwrap();
+        let steps = cert(
+            &Store::Dir(dir.path().to_owned()),
+            Duration::from_secs(3600),
+            None,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert_eq!(steps[0].outcome, StepOutcome::Failed);
+        let detail = &steps[0].detail;
+        assert!(
+            detail.contains(&format!("has no {}", so::CA_CERT))
+                && detail.contains(&format!("has no {}", so::CA_KEY))
+                && !detail.contains(so::TUNNEL_DOMAIN),
+            "{detail}"
+        );
+        assert!(!dir.path().join(so::TLS_CERT).exists());
+    }
+}
