@@ -7,12 +7,22 @@
 //! line on the request path cost it over a tenth of its CPU. The buffer is bounded: when
 //! stdout cannot keep up, loggers wait, as they would on a blocking write. [`flush`]
 //! (called before the process exits) waits until every line is written.
+//!
+//! JSON lines are formatted by [`JsonLines`] (see `json.rs` for why not by
+//! tracing-subscriber's own JSON formatter, whose output it reproduces).
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::JsonFields;
+
+mod json;
+#[cfg(test)]
+mod json_golden;
+
+pub use json::JsonLines;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -140,10 +150,8 @@ pub fn init(level: &str, format: Format) {
         .with_writer(out);
     let _ = match format {
         Format::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines::new())
             .try_init(),
         Format::Text => builder.with_ansi(false).try_init(),
     };
