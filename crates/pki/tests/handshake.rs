@@ -264,3 +264,61 @@ async fn client_certificate_is_presented_when_required() {
         .expect_err("server must require a client certificate");
     assert!(rule_error(&err).is_none(), "{err}");
 }
+
+/// The suite the client's and the server's configs settle on, the client offering `suites`
+/// (all of the provider's when `None`).
+async fn negotiated(suites: Option<Vec<rustls::SupportedCipherSuite>>) -> rustls::CipherSuite {
+    let (ca, leaf) = generated_pair(KeyKind::EcdsaP256);
+    let verifier = TunnelServerVerifier::new(vec![ca.cert_der.clone().into()]).unwrap();
+    let mut client = client_config(Arc::new(verifier), None, vec![b"h2".to_vec()]).unwrap();
+    if let Some(suites) = suites {
+        let mut provider = (*mcp_tunnel_pki::tls::provider()).clone();
+        provider.cipher_suites = suites;
+        let verifier = TunnelServerVerifier::new(vec![ca.cert_der.into()]).unwrap();
+        client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+    }
+    let server = Server::new(vec![leaf.cert_der], leaf.key_pem.expose()).config();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let (c, s) = tokio::io::duplex(64 * 1024);
+    let name = ServerName::try_from(HOST.to_owned()).unwrap();
+    let (client, server) = tokio::join!(connector.connect(name, c), acceptor.accept(s));
+    let (client, server) = (client.unwrap(), server.unwrap());
+    let suite = client
+        .get_ref()
+        .1
+        .negotiated_cipher_suite()
+        .unwrap()
+        .suite();
+    assert_eq!(
+        Some(suite),
+        server
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map(|s| s.suite())
+    );
+    suite
+}
+
+#[tokio::test]
+async fn aes128_gcm_is_preferred_and_aes256_still_accepted() {
+    assert_eq!(
+        negotiated(None).await,
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    let only_256 = rustls::crypto::aws_lc_rs::default_provider()
+        .cipher_suites
+        .into_iter()
+        .filter(|s| s.suite() == rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)
+        .collect();
+    assert_eq!(
+        negotiated(Some(only_256)).await,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+}
