@@ -24,7 +24,16 @@ fn opts(args: &Args, upstream: SocketAddr) -> RigOptions {
     }
 }
 
+const SECTIONS: [&str; 5] = ["calls", "bulk", "sessions", "idle", "connector"];
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(s) = args
+        .sections
+        .iter()
+        .find(|s| !SECTIONS.contains(&s.as_str()))
+    {
+        anyhow::bail!("unknown section {s:?} (available: {})", SECTIONS.join(", "));
+    }
     let updir = tempfile::tempdir()?;
     let up = Upstream::start(
         SocketAddr::from(([127, 0, 0, 1], free_port()?)),
@@ -64,13 +73,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "others: {} (plain TCP tunnels, no encryption), version from crates.io",
         others.iter().map(|o| o.name).collect::<Vec<_>>().join(", ")
     );
-    calls(&args, &rig, &others, upstream).await?;
-    bulk_all(&args, &rig, &others, upstream).await?;
-    session_rates(&args, &rig, &others, upstream).await?;
+    let part = |name: &str| args.sections.is_empty() || args.sections.iter().any(|s| s == name);
+    if part("calls") {
+        calls(&args, &rig, &others, upstream).await?;
+    }
+    if part("bulk") {
+        bulk_all(&args, &rig, &others, upstream).await?;
+    }
+    if part("sessions") {
+        session_rates(&args, &rig, &others, upstream).await?;
+    }
     drop(rig);
-    idle(&args, &others, upstream).await?;
+    if part("idle") {
+        idle(&args, &others, upstream).await?;
+    }
     drop(others);
-    connector_times(&args, upstream).await?;
+    if part("connector") {
+        connector_times(&args, upstream).await?;
+    }
     drop(up);
     Ok(())
 }

@@ -52,6 +52,10 @@ pub(crate) struct Args {
     /// Idle sessions opened for the memory measurement (`tunnel`: 1000; `all`: 10000).
     #[arg(long)]
     pub(crate) idle_sessions: Option<usize>,
+    /// The parts of `all` to run, comma-separated: calls, bulk, sessions, idle, connector
+    /// (every part when not given).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) sections: Vec<String>,
     /// Where rathole and bore binaries are (`all`).
     #[arg(long, default_value = "/tmp/bench-tools/bin")]
     pub(crate) tools_dir: PathBuf,
@@ -79,6 +83,17 @@ pub(crate) struct Args {
     /// Bulk response of the profile's workload, in MiB.
     #[arg(long, default_value_t = 32)]
     pub(crate) profile_bulk_mib: u64,
+    /// Idle SSE streams the profile's workload opens and holds (memory: use with
+    /// `--profile-tool dhat`, whose bytes at the heap's peak are the idle streams' cost).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) profile_idle: usize,
+    /// Idle SSE streams per tunnel session in `--profile-idle` (1: a session each).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) profile_idle_per_session: usize,
+    /// The valgrind tool `profile` runs the role under: `callgrind` (instructions) or
+    /// `dhat` (heap: bytes alive at the peak, by allocation site).
+    #[arg(long, default_value = "callgrind")]
+    pub(crate) profile_tool: String,
     /// Keep the soak's process logs (their directory is printed) instead of deleting them.
     #[arg(long)]
     pub(crate) keep_logs: bool,

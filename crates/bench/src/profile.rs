@@ -1,7 +1,10 @@
 //! `mcp-tunnel-bench profile --role proxy|connector|edge`: the whole path with one role
 //! under `valgrind --tool=callgrind`, driven by a fixed workload (so instruction counts
 //! repeat from run to run), then stopped with SIGTERM so callgrind writes its file.
-//! Read it with `callgrind_annotate --inclusive=yes <file>`.
+//! Read it with `callgrind_annotate --inclusive=yes <file>`. With `--profile-tool dhat`
+//! the role runs under DHAT instead, and `--profile-idle N` holds N idle SSE streams at
+//! the heap's peak: DHAT's bytes at t-gmax by allocation site are what an idle stream
+//! costs, and where.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,9 +20,14 @@ pub async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
         ["proxy", "connector", "edge"].contains(&role.as_str()),
         "--role must be proxy, connector or edge, not {role:?}"
     );
+    let tool = args.profile_tool.clone();
+    anyhow::ensure!(
+        ["callgrind", "dhat"].contains(&tool.as_str()),
+        "--profile-tool must be callgrind or dhat, not {tool:?}"
+    );
     let out = std::env::current_dir()?.join(format!(
-        "callgrind.{role}.{}calls.{}mib.{}sessions.out",
-        args.profile_calls, args.profile_bulk_mib, args.profile_sessions
+        "{tool}.{role}.{}calls.{}mib.{}sessions.{}idle.out",
+        args.profile_calls, args.profile_bulk_mib, args.profile_sessions, args.profile_idle
     ));
     let mut rig = Rig::start(RigOptions {
         upstream,
@@ -30,8 +38,8 @@ pub async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
             role.clone(),
             vec![
                 "valgrind".into(),
-                "--tool=callgrind".into(),
-                format!("--callgrind-out-file={}", out.display()),
+                format!("--tool={tool}"),
+                format!("--{tool}-out-file={}", out.display()),
             ],
         )),
     })
@@ -81,6 +89,15 @@ pub async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
             t.elapsed().as_secs_f64()
         );
     }
+    if args.profile_idle > 0 {
+        let per = args.profile_idle_per_session.max(1);
+        let idle = crate::sessions::idle_tunnel(&rig, args.profile_idle, per).await?;
+        println!(
+            "{} idle SSE streams, {per} per session, held and released ({role}: {} KiB RSS with them)",
+            idle.streams,
+            idle.rows.iter().find(|r| r.0 == role).map_or(0, |r| r.2)
+        );
+    }
     let size = args.profile_bulk_mib * 1024 * 1024;
     if size > 0 {
         let mbs = bulk(Conn::Tunnel(rig.session().await?), size).await?;
@@ -93,6 +110,6 @@ pub async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
     }
     .context("role not running")?;
     p.stop(Duration::from_secs(120)).await;
-    println!("callgrind output: {}", out.display());
+    println!("{tool} output: {}", out.display());
     Ok(())
 }
