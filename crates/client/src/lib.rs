@@ -208,6 +208,21 @@ impl Session {
         &self.peer_fingerprint
     }
 
+    /// Another handle on this session for a concurrent request, when the session
+    /// multiplexes (h2): requests over the handles run side by side as h2 streams of one
+    /// inner-TLS session. `None` over HTTP/1.1, which carries one request at a time.
+    pub fn share(&self) -> Option<Self> {
+        match &self.sender {
+            Sender::H2(s) => Some(Self {
+                sender: Sender::H2(s.clone()),
+                route_host: self.route_host.clone(),
+                resumed: self.resumed,
+                peer_fingerprint: self.peer_fingerprint.clone(),
+            }),
+            Sender::H1(_) => None,
+        }
+    }
+
     /// Whether the session can take another request.
     pub fn is_open(&self) -> bool {
         match &self.sender {

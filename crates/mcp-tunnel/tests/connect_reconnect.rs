@@ -61,8 +61,23 @@ async fn through(http: &HttpClient, connect: SocketAddr) -> (u16, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_survives_the_connector_dying_and_coming_back() {
+/// A whole tunnel for connect: `server`, a proxy in front of a PyPI `mcp` server, a
+/// connector with two links, and connect listening on loopback.
+struct Stack {
+    cp: ControlPlane,
+    _server: McpServer,
+    proxy: LoggedChild,
+    proxy_addr: SocketAddr,
+    /// The proxy's admin listener (`/metrics`).
+    admin: SocketAddr,
+    token: std::path::PathBuf,
+    connector: LoggedChild,
+    connect: LoggedChild,
+    /// connect's local endpoint.
+    addr: SocketAddr,
+}
+
+async fn stack() -> Stack {
     let cp = ControlPlane::start(true).await;
     let out = cp.dir.path().join("stack");
     let tunnel = cp.provision(&out).await;
@@ -82,7 +97,7 @@ async fn connect_survives_the_connector_dying_and_coming_back() {
     std::fs::write(
         &cfg,
         format!(
-            "listen_addr: \"127.0.0.1:0\"\nadmin_addr: off\ntunnel_domain: {domain}\ntls:\n  cert_file: {o}/tls.crt\n  key_file: {o}/tls.key\nroutes:\n  mcp: {up}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\"]\n",
+            "listen_addr: \"127.0.0.1:0\"\nadmin_addr: \"127.0.0.1:0\"\ntunnel_domain: {domain}\ntls:\n  cert_file: {o}/tls.crt\n  key_file: {o}/tls.key\nroutes:\n  mcp: {up}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\"]\n",
             o = out.display(),
             up = server.origin()
         ),
@@ -96,10 +111,16 @@ async fn connect_survives_the_connector_dying_and_coming_back() {
         .await;
     let v: Value = serde_json::from_str(&line).unwrap();
     let proxy_addr: SocketAddr = v["listen_addr"].as_str().unwrap().parse().unwrap();
+    let admin: SocketAddr = v["admin_addr"]
+        .as_str()
+        .and_then(|a| a.strip_prefix("Some(")?.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no admin address in {line}"))
+        .parse()
+        .unwrap();
 
     let token = out.join("tunnel-token");
-    let first = connector(proxy_addr, &token);
-    registered(&first, 2).await;
+    let connector = connector(proxy_addr, &token);
+    registered(&connector, 2).await;
 
     let mut ccmd = bin();
     ccmd.args(["connect", "--tunnel-id", tunnel["id"].as_str().unwrap()])
@@ -108,6 +129,7 @@ async fn connect_survives_the_connector_dying_and_coming_back() {
         .args(["--api-url", &cp.url, "--api-ca-file"])
         .arg(&cp.ca_file)
         .args(["--listen", "127.0.0.1:0", "--connect-timeout", "30s"])
+        .args(["--streams-per-session", "8"])
         .env("MCP_TUNNEL_CLIENT_KEY", key["key"].as_str().unwrap())
         .env("MCP_TUNNEL_API_KEY", &cp.admin_key);
     let connect = LoggedChild::spawn(ccmd);
@@ -116,7 +138,32 @@ async fn connect_survives_the_connector_dying_and_coming_back() {
         .await;
     let v: Value = serde_json::from_str(&line).unwrap();
     let addr: SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+    Stack {
+        cp,
+        _server: server,
+        proxy,
+        proxy_addr,
+        admin,
+        token,
+        connector,
+        connect,
+        addr,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_survives_the_connector_dying_and_coming_back() {
+    let Stack {
+        cp: _cp,
+        _server,
+        proxy,
+        proxy_addr,
+        token,
+        connector: first,
+        connect,
+        addr,
+        ..
+    } = stack().await;
     let http = HttpClient::new(None).unwrap();
     for _ in 0..3 {
         let (status, body) = through(&http, addr).await;
@@ -161,4 +208,62 @@ async fn connect_survives_the_connector_dying_and_coming_back() {
         })
         .await;
     drop(proxy);
+}
+
+/// Reads an SSE response through connect to its end; returns the events' ids.
+async fn ticks(addr: SocketAddr, n: usize) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /ticks?n={n}&interval_ms=700 HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn proxy_sessions(admin: SocketAddr) -> u64 {
+    let http = HttpClient::new(None).unwrap();
+    let resp = http
+        .send(Method::GET, &format!("http://{admin}/metrics"), &[], None)
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&resp.body)
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp_proxy_active_sessions "))
+        .unwrap_or_else(|| panic!("no mcp_proxy_active_sessions"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_share_h2_sessions() {
+    let st = stack().await;
+    // 20 SSE streams at once, from a cold pool, with 8 streams per session: 3 sessions.
+    let streams: Vec<_> = (0..20).map(|_| tokio::spawn(ticks(st.addr, 4))).collect();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let during = proxy_sessions(st.admin).await;
+    for s in streams {
+        assert_eq!(s.await.unwrap(), ["0", "1", "2", "3"]);
+    }
+    assert_eq!(
+        during,
+        3,
+        "inner sessions at the proxy while 20 streams were open\nconnect:\n{}",
+        st.connect.lines().join("\n")
+    );
+    // Later requests reuse them rather than opening more.
+    let http = HttpClient::new(None).unwrap();
+    for _ in 0..5 {
+        let (status, body) = through(&http, st.addr).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(proxy_sessions(st.admin).await <= 3);
+    drop(st.proxy);
 }

@@ -78,6 +78,10 @@ pub struct ConnectArgs {
     /// Idle sessions kept open for reuse.
     #[arg(long, default_value_t = 8)]
     pool_size: usize,
+    /// Requests carried at once by one h2 session (MCP SSE streams included): at most the
+    /// proxy's `limits.max_concurrent_streams` (default 100), or requests beyond it wait.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    streams_per_session: u32,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -185,6 +189,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         route_host.clone(),
         inner_tls(&cas)?,
         args.pool_size,
+        args.streams_per_session as usize,
         args.connect_timeout,
     );
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,10 +1,14 @@
-//! Inner-TLS sessions to one route, reused across requests. A session goes back to the
-//! pool only once a response body has been read to its end (an HTTP/1.1 connection is
-//! reusable only then); a closed one is dropped and a new one opened. The tunnel's
-//! registered CAs can be replaced at run time: the pool then forgets its sessions, so no
-//! request travels over trust that was withdrawn.
+//! Inner-TLS sessions to one route, reused across requests. An h2 session (what the
+//! proxy offers first) is shared: concurrent requests run as its streams, up to
+//! `streams_per_session` each, so a client holding many long SSE streams costs the tunnel
+//! a few sessions rather than one per stream. An HTTP/1.1 session is leased to one
+//! request and goes back to the pool only once the response body has been read to its
+//! end. A closed session is dropped and a new one opened. The tunnel's registered CAs can
+//! be replaced at run time: the pool then forgets its sessions, so no new request travels
+//! over trust that was withdrawn.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,15 +25,34 @@ struct Trust {
     generation: u64,
 }
 
+/// An h2 session that takes concurrent requests, and how many it carries now.
+#[derive(Debug)]
+struct Shared {
+    generation: u64,
+    session: Session,
+    streams: Arc<AtomicUsize>,
+}
+
 #[derive(Debug)]
 pub struct Pool {
     dialer: EdgeDialer,
     route_host: String,
     trust: Mutex<Trust>,
+    /// HTTP/1.1 sessions waiting for a request.
     idle: Mutex<Vec<(u64, Session)>>,
+    /// h2 sessions, shared by concurrent requests.
+    shared: Mutex<Vec<Shared>>,
     max_idle: usize,
+    /// Requests carried at once by one h2 session; at most the proxy's
+    /// `limits.max_concurrent_streams`, or requests beyond it wait for a stream to end.
+    streams_per_session: usize,
     /// How long to keep trying to open a session while the tunnel is unreachable.
     open_timeout: Duration,
+    /// Held while opening a session as long as sessions multiplex, so a burst of
+    /// requests shares the session the first of them opens instead of opening one each.
+    opening: tokio::sync::Mutex<()>,
+    /// The last session opened negotiated HTTP/1.1: opens then run in parallel.
+    http1: AtomicBool,
 }
 
 /// A session checked out of the pool, with the trust generation it was made under.
@@ -38,6 +61,24 @@ pub struct Lease {
     pub session: Session,
     generation: u64,
     pub reused: bool,
+    /// For a shared h2 session: this request's place among its streams, freed on drop.
+    stream: Option<StreamSlot>,
+}
+
+#[derive(Debug)]
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Pool {
@@ -46,6 +87,7 @@ impl Pool {
         route_host: String,
         tls: InnerTls,
         max_idle: usize,
+        streams_per_session: usize,
         open_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -53,8 +95,12 @@ impl Pool {
             route_host,
             trust: Mutex::new(Trust { tls, generation: 0 }),
             idle: Mutex::new(Vec::new()),
+            shared: Mutex::new(Vec::new()),
             max_idle,
+            streams_per_session: streams_per_session.max(1),
             open_timeout,
+            opening: tokio::sync::Mutex::new(()),
+            http1: AtomicBool::new(false),
         })
     }
 
@@ -64,6 +110,11 @@ impl Pool {
         t.tls = tls;
         t.generation += 1;
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        // Requests already in flight finish on their sessions; no new one starts there.
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn current(&self) -> (InnerTls, u64) {
@@ -71,9 +122,12 @@ impl Pool {
         (t.tls.clone(), t.generation)
     }
 
-    /// An open idle session, or a new one.
+    /// A stream on a shared h2 session with room, an idle HTTP/1.1 session, or a new one.
     pub async fn checkout(&self) -> Result<Lease, ClientError> {
         let (_, generation) = self.current();
+        if let Some(lease) = self.share(generation) {
+            return Ok(lease);
+        }
         loop {
             let next = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match next {
@@ -82,6 +136,7 @@ impl Pool {
                         session,
                         generation: g,
                         reused: true,
+                        stream: None,
                     });
                 }
                 Some(_) => continue,
@@ -91,9 +146,67 @@ impl Pool {
         self.open().await
     }
 
+    /// A stream on the least busy shared session with room. Closed sessions, sessions of
+    /// older trust, and unused ones beyond `max_idle` leave the list here.
+    fn share(&self, generation: u64) -> Option<Lease> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.retain(|s| s.generation == generation && s.session.is_open());
+        let mut unused = 0;
+        shared.retain(|s| {
+            if s.streams.load(Ordering::Acquire) > 0 {
+                return true;
+            }
+            unused += 1;
+            unused <= self.max_idle.max(1)
+        });
+        let s = shared
+            .iter()
+            .filter(|s| s.streams.load(Ordering::Acquire) < self.streams_per_session)
+            .min_by_key(|s| s.streams.load(Ordering::Acquire))?;
+        Some(Lease {
+            session: s.session.share()?,
+            generation,
+            reused: true,
+            stream: Some(StreamSlot::take(&s.streams)),
+        })
+    }
+
     /// Opens a session, retrying while the tunnel is briefly unreachable (a connector
-    /// reconnecting, the edge restarting). Certificate refusals are not retried.
+    /// reconnecting, the edge restarting). Certificate refusals are not retried. A new
+    /// h2 session joins the shared ones, this request being its first stream.
     pub async fn open(&self) -> Result<Lease, ClientError> {
+        let _opening = if self.http1.load(Ordering::Acquire) {
+            None
+        } else {
+            let guard = self.opening.lock().await;
+            // Another request may have opened a session with room while this one waited.
+            if let Some(lease) = self.share(self.current().1) {
+                return Ok(lease);
+            }
+            Some(guard)
+        };
+        let mut lease = self.dial().await?;
+        self.http1
+            .store(lease.session.protocol() == "http/1.1", Ordering::Release);
+        if let Some(handle) = lease.session.share() {
+            let streams = Arc::new(AtomicUsize::new(0));
+            lease.stream = Some(StreamSlot::take(&streams));
+            let (_, generation) = self.current();
+            if lease.generation == generation {
+                self.shared
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Shared {
+                        generation,
+                        session: handle,
+                        streams,
+                    });
+            }
+        }
+        Ok(lease)
+    }
+
+    async fn dial(&self) -> Result<Lease, ClientError> {
         let deadline = Instant::now() + self.open_timeout;
         let mut delay = Duration::from_millis(100);
         loop {
@@ -109,6 +222,7 @@ impl Pool {
                         session,
                         generation,
                         reused: false,
+                        stream: None,
                     });
                 }
                 Err(e) if retryable(&e) && Instant::now() + delay < deadline => {
@@ -121,8 +235,12 @@ impl Pool {
         }
     }
 
-    /// Returns a session whose last response was read to its end.
+    /// Returns a session whose last response was read to its end. A shared session's
+    /// stream is simply released.
     pub fn give_back(&self, lease: Lease) {
+        if lease.stream.is_some() {
+            return;
+        }
         let (_, generation) = self.current();
         if lease.generation != generation || !lease.session.is_open() {
             return;
