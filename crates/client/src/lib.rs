@@ -8,12 +8,11 @@ use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mcp_tunnel_net::ws::{WsByteStream, ws_config};
+use mcp_tunnel_net::ws::{HandshakeError, WsByteStream};
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::tungstenite;
 
 pub mod edge;
 pub mod mcp;
@@ -26,7 +25,7 @@ pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("websocket handshake failed: {0}")]
-    WebSocket(#[from] tungstenite::Error),
+    WebSocket(#[from] HandshakeError),
     #[error("websocket refused with HTTP {status}: {body}")]
     Refused { status: u16, body: String },
     #[error("invalid server name {0:?}")]
@@ -270,26 +269,17 @@ async fn websocket<S>(io: S, target: &Target) -> Result<WsByteStream<S>, ClientE
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    use tungstenite::client::IntoClientRequest;
-    let url = format!("ws://{}{}", target.ws_host, target.ws_path);
-    let mut req = url.into_client_request()?;
-    for (k, v) in &target.ws_headers {
-        let name = http::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|e| ClientError::Config(e.to_string()))?;
-        let value =
-            http::HeaderValue::from_str(v).map_err(|e| ClientError::Config(e.to_string()))?;
-        req.headers_mut().insert(name, value);
-    }
-    match tokio_tungstenite::client_async_with_config(req, io, Some(ws_config())).await {
-        Ok((ws, _resp)) => Ok(WsByteStream::new(ws)),
-        Err(tungstenite::Error::Http(resp)) => {
-            let status = resp.status().as_u16();
-            let body = resp
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).trim().to_owned())
-                .unwrap_or_default();
-            Err(ClientError::Refused { status, body })
+    let handshake = mcp_tunnel_net::ws::client_handshake(
+        io,
+        &target.ws_host,
+        &target.ws_path,
+        &target.ws_headers,
+    );
+    match handshake.await {
+        Ok(ws) => Ok(ws),
+        Err(HandshakeError::Refused { status, body }) => Err(ClientError::Refused { status, body }),
+        Err(e @ (HandshakeError::InvalidHeader { .. } | HandshakeError::InvalidTarget { .. })) => {
+            Err(ClientError::Config(e.to_string()))
         }
         Err(e) => Err(ClientError::WebSocket(e)),
     }

@@ -8,25 +8,46 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use mcp_tunnel_net::ws::WsByteStream;
+use mcp_tunnel_net::ws::{Role, WsByteStream};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const ROUTE_HOST: &str = "mcp.abcd1234.tun.test";
 
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-
-/// The origin must see the route host, and never the client's access key.
-#[allow(clippy::result_large_err)] // tungstenite's callback signature
-fn check_host(req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
-    assert_eq!(req.headers()["host"], ROUTE_HOST);
+/// The origin's side of the upgrade, by hand: it must see the route host, and never the
+/// client's access key.
+async fn accept_websocket(mut tcp: TcpStream) -> WsByteStream<TcpStream> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 1024];
+        let n = tcp.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed during the upgrade");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    assert_eq!(header("host").as_deref(), Some(ROUTE_HOST));
     assert!(
-        req.headers().get("authorization").is_none(),
+        header("authorization").is_none(),
         "client key leaked to the origin"
     );
-    Ok(resp)
+    let key = header("sec-websocket-key").expect("Sec-WebSocket-Key");
+    let accept = mcp_tunnel_net::ws::accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    tcp.write_all(response.as_bytes()).await.unwrap();
+    WsByteStream::with_buffered(tcp, Role::Server, &buf[head_end..])
 }
 
 /// A WebSocket origin that terminates TLS inside the WebSocket and echoes the plaintext
@@ -39,10 +60,8 @@ async fn start_tls_ws_origin(pki: &Pki) -> std::net::SocketAddr {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let ws = tokio_tungstenite::accept_hdr_async(tcp, check_host)
-                    .await
-                    .unwrap();
-                let mut tls = acceptor.accept(WsByteStream::new(ws)).await.unwrap();
+                let ws = accept_websocket(tcp).await;
+                let mut tls = acceptor.accept(ws).await.unwrap();
                 let mut buf = vec![0u8; 4096];
                 loop {
                     let n = tls.read(&mut buf).await.unwrap_or(0);
@@ -68,25 +87,18 @@ async fn inner_tls_over_websocket_through_the_tunnel() {
     let _c = world.connector(2).await;
     world.wait_live(2, Duration::from_secs(10)).await;
 
-    let mut req = format!("ws://{ROUTE_HOST}/mcp")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", world.client_key.expose())
-            .parse()
-            .unwrap(),
-    );
+    let auth = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {}", world.client_key.expose()),
+    )];
     let tcp = TcpStream::connect(world.client_addr).await.unwrap();
-    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
-    assert_eq!(resp.status(), 101);
+    let ws = mcp_tunnel_net::ws::client_handshake(tcp, ROUTE_HOST, "/mcp", &auth)
+        .await
+        .unwrap();
     let connector =
         tokio_rustls::TlsConnector::from(Arc::new((*world.pki.client_config()).clone()));
     let mut tls = connector
-        .connect(
-            ServerName::try_from(ROUTE_HOST).unwrap(),
-            WsByteStream::new(ws),
-        )
+        .connect(ServerName::try_from(ROUTE_HOST).unwrap(), ws)
         .await
         .unwrap();
     for msg in [&b"tools/list"[..], b"tools/call"] {
