@@ -302,12 +302,12 @@ async fn idle(args: &Args, others: &[Other], upstream: SocketAddr) -> anyhow::Re
     }
     for (title, per, n) in [
         (
-            "one tunnel session per stream (what `mcp-tunnel connect` does today: a pooled session is leased per in-flight request)",
+            "one tunnel session per stream (what 10,000 separate MCP clients cost)",
             1usize,
             per_session_n,
         ),
         (
-            "100 h2 streams per inner-TLS session (the client library multiplexing; 100 sessions)",
+            "100 h2 streams per inner-TLS session (what `mcp-tunnel connect` does for one MCP client's streams: up to --streams-per-session 100 per session; 100 sessions)",
             100,
             want,
         ),
