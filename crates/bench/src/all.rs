@@ -112,24 +112,40 @@ async fn calls(
     println!();
     println!("## MCP tools/call");
     println!();
-    println!("| concurrency | path | req/s | p50 µs | p99 µs | vs direct | vs rathole | vs bore |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "\"tunnel CPU\": user + system CPU time per request of the tunnel's own processes (mcp-tunnel: edge, connector, proxy; rathole and bore: server and client), from /proc; \"client CPU\": the load generator's (for mcp-tunnel it runs outer TLS, WebSocket and inner TLS too). Both barely move with machine load."
+    );
+    println!();
+    println!(
+        "| concurrency | path | req/s | p50 µs | p99 µs | vs direct | vs rathole | vs bore | tunnel CPU µs/req | client CPU µs/req |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let h1 = rig.inner.http1_only();
     for conc in [1usize, 32, 256] {
         let mut names = vec!["direct".to_owned()];
         let mut pools = vec![Pool::new(conc, || direct_conn(upstream)).await?];
         for o in others {
             names.push(o.name.to_owned());
-            pools.push(Pool::new(conc, || direct_conn(o.addr)).await?);
+            pools.push(
+                Pool::new(conc, || direct_conn(o.addr))
+                    .await?
+                    .watching([o.server.pid(), o.client.pid()]),
+            );
         }
+        let tunnel_pids = rig.pids().map(|(_, p)| p);
         names.push("mcp-tunnel (inner h2)".into());
-        pools.push(Pool::new(conc, || async { Ok(Conn::Tunnel(rig.session().await?)) }).await?);
+        pools.push(
+            Pool::new(conc, || async { Ok(Conn::Tunnel(rig.session().await?)) })
+                .await?
+                .watching(tunnel_pids),
+        );
         names.push("mcp-tunnel (inner HTTP/1.1)".into());
         pools.push(
             Pool::new(conc, || async {
                 Ok(Conn::Tunnel(rig.session_with(&rig.dialer, &h1).await?))
             })
-            .await?,
+            .await?
+            .watching(tunnel_pids),
         );
         let stats = compare(pools, Duration::from_secs(args.seconds)).await?;
         let find = |n: &str| names.iter().position(|x| x == n).map(|i| &stats[i]);
@@ -137,18 +153,21 @@ async fn calls(
         for (name, s) in names.iter().zip(&stats) {
             let vs = |o: Option<&Stats>| o.map_or("–".into(), |o| ratio(s.rps, o.rps));
             println!(
-                "| {conc} | {name} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {conc} | {name} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
                 s.rps,
                 s.p50.as_micros(),
                 s.p99.as_micros(),
                 ratio(s.rps, base.rps),
                 vs(find("rathole")),
                 vs(find("bore")),
+                s.tunnel_cpu
+                    .map_or("–".into(), |d| d.as_micros().to_string()),
+                s.client_cpu.as_micros(),
             );
         }
         let tunnel = find("mcp-tunnel (inner h2)").expect("tunnel row");
         println!(
-            "| {conc} | ↳ mcp-tunnel (h2) added p50 over direct | | +{} µs | | | | |",
+            "| {conc} | ↳ mcp-tunnel (h2) added p50 over direct | | +{} µs | | | | | | |",
             tunnel.p50.as_micros() as i128 - base.p50.as_micros() as i128
         );
     }

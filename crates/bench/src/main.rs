@@ -320,6 +320,10 @@ pub(crate) struct Stats {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time per request of the processes the pool watches (the tunnel's own), and of
+    /// the load generator, both from /proc: contention barely moves them.
+    tunnel_cpu: Option<Duration>,
+    client_cpu: Duration,
 }
 
 /// `conc` connections, each sending tools/call back to back for `secs` (after a warm-up).
@@ -328,6 +332,10 @@ pub(crate) struct Pool {
     conns: Vec<Conn>,
     latencies: Vec<Duration>,
     busy: Duration,
+    /// Processes whose CPU time counts as the path's (empty: none, as for direct).
+    watch: Vec<u32>,
+    watched_cpu: Duration,
+    own_cpu: Duration,
 }
 
 impl Pool {
@@ -348,11 +356,22 @@ impl Pool {
             conns,
             latencies: Vec::new(),
             busy: Duration::ZERO,
+            watch: Vec::new(),
+            watched_cpu: Duration::ZERO,
+            own_cpu: Duration::ZERO,
         })
+    }
+
+    /// Counts these processes' CPU time as the path's.
+    pub(crate) fn watching(mut self, pids: impl IntoIterator<Item = u32>) -> Self {
+        self.watch = pids.into_iter().filter(|p| *p != 0).collect();
+        self
     }
 
     /// Every connection sends tools/call back to back for `secs`.
     async fn round(&mut self, secs: Duration) -> anyhow::Result<()> {
+        let watched = procs::cpu_time(&self.watch);
+        let own = procs::cpu_time(&[std::process::id()]);
         let start = Instant::now();
         let deadline = start + secs;
         let mut tasks = Vec::new();
@@ -373,6 +392,8 @@ impl Pool {
             self.latencies.extend(lat);
         }
         self.busy += start.elapsed();
+        self.watched_cpu += procs::cpu_time(&self.watch).saturating_sub(watched);
+        self.own_cpu += procs::cpu_time(&[std::process::id()]).saturating_sub(own);
         Ok(())
     }
 
@@ -380,10 +401,13 @@ impl Pool {
         self.latencies.sort();
         let all = &self.latencies;
         let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+        let per_req = |d: Duration| d / all.len().max(1) as u32;
         Stats {
             rps: all.len() as f64 / self.busy.as_secs_f64(),
             p50: pct(0.50),
             p99: pct(0.99),
+            tunnel_cpu: (!self.watch.is_empty()).then(|| per_req(self.watched_cpu)),
+            client_cpu: per_req(self.own_cpu),
         }
     }
 }
