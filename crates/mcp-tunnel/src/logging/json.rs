@@ -13,7 +13,7 @@
 //! fields that tracing-subscriber substitutes back; those rare lines go through the old
 //! formatter so they stay exactly as they were.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -65,19 +65,49 @@ where
         if meta.fields().field("log.target").is_some() {
             return self.bridged.format_event(ctx, writer, event);
         }
-        let w = &mut writer;
-        w.write_str("{\"timestamp\":\"")?;
-        write_timestamp(w, SystemTime::now())?;
-        w.write_str("\",\"level\":\"")?;
-        w.write_str(level_name(meta.level()))?;
-        w.write_char('"')?;
-        let mut fields = Fields { w, state: Ok(()) };
-        event.record(&mut fields);
-        fields.state?;
-        w.write_str(",\"target\":\"")?;
-        write_escaped(w, meta.target())?;
-        w.write_str("\"}\n")
+        // Built in a buffer of our own, where each small write is an inlined `push_str`,
+        // then handed over in one write (the `Writer` forwards each write through a
+        // `dyn fmt::Write`). A `Display` impl that logs finds the buffer busy.
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                write_line(&mut line, event)?;
+                let done = writer.write_str(&line);
+                if line.capacity() > MAX_KEPT_LINE {
+                    *line = String::new();
+                }
+                done
+            }
+            Err(_) => {
+                let mut line = String::new();
+                write_line(&mut line, event)?;
+                writer.write_str(&line)
+            }
+        })
     }
+}
+
+/// A line buffer larger than this (after a very long line) is not kept for the next.
+const MAX_KEPT_LINE: usize = 64 << 10;
+
+thread_local! {
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn write_line(w: &mut String, event: &Event<'_>) -> fmt::Result {
+    let meta = event.metadata();
+    w.push_str("{\"timestamp\":\"");
+    write_timestamp(w, SystemTime::now())?;
+    w.push_str("\",\"level\":\"");
+    w.push_str(level_name(meta.level()));
+    w.push('"');
+    let mut fields = Fields { w, state: Ok(()) };
+    event.record(&mut fields);
+    fields.state?;
+    w.push_str(",\"target\":\"");
+    write_escaped(w, meta.target())?;
+    w.push_str("\"}\n");
+    Ok(())
 }
 
 fn level_name(level: &Level) -> &'static str {
@@ -172,7 +202,13 @@ fn write_escaped(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     const HEX: &str = "0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    loop {
+        let i = next_to_escape(bytes, start);
+        let Some(&b) = bytes.get(i) else { break };
+        // Every escaped byte is ASCII, so `i` is a char boundary.
+        if start < i {
+            w.write_str(&s[start..i])?;
+        }
         let short = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -181,13 +217,8 @@ fn write_escaped(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
             b'\n' => "\\n",
             0x0c => "\\f",
             b'\r' => "\\r",
-            0..0x20 => "",
-            _ => continue,
+            _ => "",
         };
-        // Every escaped byte is ASCII, so `i` is a char boundary.
-        if start < i {
-            w.write_str(&s[start..i])?;
-        }
         if short.is_empty() {
             let (hi, lo) = (usize::from(b >> 4), usize::from(b & 0xf));
             w.write_str("\\u00")?;
@@ -202,6 +233,37 @@ fn write_escaped(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
         w.write_str(&s[start..])?;
     }
     Ok(())
+}
+
+fn must_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// The index of the first byte from `from` on that must be escaped, or `bytes.len()`.
+/// Eight bytes at a time: most log text has nothing to escape, and a byte-by-byte scan
+/// was the largest part of formatting a line.
+fn next_to_escape(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let x = u64::from_le_bytes(*chunk);
+        // High bit set in each byte below 0x20, equal to `"` or equal to `\`. A borrow
+        // can also flag a byte above a flagged one, never below, so the lowest flag is
+        // the first byte to escape.
+        let is_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let flags = (x.wrapping_sub(ONES * 0x20) & !x & HIGH)
+            | is_zero(x ^ (ONES * u64::from(b'"')))
+            | is_zero(x ^ (ONES * u64::from(b'\\')));
+        if flags != 0 {
+            return i + (flags.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while bytes.get(i).is_some_and(|&b| !must_escape(b)) {
+        i += 1;
+    }
+    i.min(bytes.len())
 }
 
 fn write_u64(w: &mut impl fmt::Write, mut n: u64) -> fmt::Result {
@@ -364,6 +426,57 @@ mod tests {
         write_escaped(&mut ours, &all).unwrap();
         ours.push('"');
         assert_eq!(ours, serde_json::to_string(&all).unwrap());
+    }
+
+    #[test]
+    fn finds_each_byte_to_escape_at_every_offset() {
+        for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
+            for len in 0..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    // Bytes that sit just past the special ones in value, and non-ASCII.
+                    for (k, b) in bytes.iter_mut().enumerate() {
+                        *b = [b'a', 0x20, b'#', b']', 0xc3, 0x7f][k % 6];
+                    }
+                    bytes[at] = special;
+                    for from in 0..=at {
+                        assert_eq!(next_to_escape(&bytes, from), at, "{bytes:?} from {from}");
+                    }
+                    assert_eq!(next_to_escape(&bytes, at + 1), len, "{bytes:?} after");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_text_escapes_like_serde_json() {
+        let alphabet: Vec<char> = ('\0'..' ')
+            .chain([
+                '"', '\\', '\u{7f}', 'a', 'Z', ' ', '#', ']', 'é', '日', '🙂',
+            ])
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let text: String = (0..len)
+                .map(|k| {
+                    let r = seed.rotate_left(k as u32 * 5) as usize;
+                    // Mostly plain text, as in real lines.
+                    if r.is_multiple_of(4) {
+                        alphabet[r / 4 % alphabet.len()]
+                    } else {
+                        'x'
+                    }
+                })
+                .collect();
+            let mut ours = String::from("\"");
+            write_escaped(&mut ours, &text).unwrap();
+            ours.push('"');
+            assert_eq!(ours, serde_json::to_string(&text).unwrap(), "{text:?}");
+        }
     }
 
     #[test]

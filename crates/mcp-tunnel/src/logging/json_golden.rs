@@ -320,8 +320,31 @@ fn format_cost() {
         println!("{label}: {ns:.0} ns/event");
         ns
     }
+    /// The floor: dispatch, the fmt layer and the sink, but no formatting.
+    struct Nothing;
+    impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Nothing
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+        N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+    {
+        fn format_event(
+            &self,
+            _: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+            mut w: tracing_subscriber::fmt::format::Writer<'_>,
+            _: &tracing::Event<'_>,
+        ) -> fmt::Result {
+            w.write_str("\n")
+        }
+    }
     let make = || std::io::sink;
     for _ in 0..2 {
+        run(
+            "no formatting (floor)",
+            tracing_subscriber::fmt()
+                .with_writer(make())
+                .event_format(Nothing)
+                .finish(),
+        );
         run(
             "tracing-subscriber json",
             tracing_subscriber::fmt()
