@@ -180,7 +180,10 @@ fn run(input: &[u8], step: usize, read_size: usize, role: Role) -> (Vec<u8>, End
             Poll::Ready(Err(_)) => break End::Error,
             Poll::Pending => panic!("in-memory input never blocks"),
         }
-        assert!(ws.buffered_capacity() <= 64 * 1024, "read buffer grew with the input");
+        assert!(
+            ws.buffered_capacity() <= 64 * 1024,
+            "read buffer grew with the input"
+        );
     };
     let _ = Pin::new(&mut ws).poll_shutdown(&mut cx);
     let output = std::mem::take(&mut ws.get_mut().output);
@@ -196,7 +199,11 @@ fn check_output(mut out: &[u8], masked: bool) {
         let len = usize::from(out[1] & 0x7F);
         assert!(len <= 125, "control frame of {len} bytes");
         let at = 2 + if masked { 4 } else { 0 };
-        assert!(matches!(out[0], 0x8A | 0x88), "only pongs and a close: {:#x}", out[0]);
+        assert!(
+            matches!(out[0], 0x8A | 0x88),
+            "only pongs and a close: {:#x}",
+            out[0]
+        );
         assert_eq!(closes, 0, "nothing after the close");
         closes += usize::from(out[0] == 0x88);
         out = &out[at + len..];
