@@ -20,7 +20,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse as _;
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use jsonwebtoken::jwk::JwkSet;
 use tokio::net::TcpListener;
@@ -36,6 +36,10 @@ use crate::store::ControlStore;
 
 /// Largest request body (a CA PEM is at most 8 KB).
 const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Deadline for a client's TLS handshake, and for each HTTP/1.1 request head (without
+/// it a client dribbling a head holds its connection for ever).
+const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Shared by every request.
 #[derive(Debug)]
@@ -230,15 +234,14 @@ pub async fn serve(
         tokio::spawn(async move {
             match acceptor {
                 Some(a) => {
-                    let tls =
-                        match tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "api TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
+                    let tls = match tokio::time::timeout(CLIENT_DEADLINE, a.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "api TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
                     serve_conn(TokioIo::new(tls), peer, router, stop).await;
                 }
                 None => serve_conn(TokioIo::new(tcp), peer, router, stop).await,
@@ -257,7 +260,11 @@ where
             let mut router = router.clone();
             async move { router.call(req.map(axum::body::Body::new)).await }
         });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(CLIENT_DEADLINE);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
