@@ -1,0 +1,276 @@
+//! Bad input at the control plane's API listener (issue 9), against a real
+//! `mcp-tunnel api` process over HTTPS: TLS garbage, slowloris before and after the TLS
+//! handshake, oversized and too many headers, and request bodies far beyond the 64 KiB
+//! limit (refused with a 400 naming the limit). Each ends in a bounded, clear failure; the API keeps answering throughout.
+//!
+//! The listener's deadlines are fixed at 10s (TLS handshake, then each request head), so
+//! the slowloris test waits one of them out, for three clients at a time.
+
+mod abuse_support;
+mod ops_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abuse_support::*;
+use mcp_tunnel_control::client::Method;
+use ops_support::ControlPlane;
+use rustls_pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+const HANG: Duration = Duration::from_secs(40);
+/// The API's request body limit.
+const MAX_BODY: usize = 64 * 1024;
+
+struct Fixture {
+    cp: ControlPlane,
+    addr: std::net::SocketAddr,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let cp = ControlPlane::start(false).await;
+        let addr = cp
+            .url
+            .trim_start_matches("https://")
+            .parse()
+            .expect("api address");
+        let fx = Self { cp, addr };
+        fx.still_serves().await;
+        fx
+    }
+
+    /// An authenticated API call on a new connection succeeds.
+    async fn still_serves(&self) {
+        let list = self
+            .cp
+            .client()
+            .call(Method::GET, "/v1/tunnels", None)
+            .await
+            .unwrap();
+        assert!(list["data"].is_array(), "{list}");
+    }
+
+    async fn tls(&self) -> TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in mcp_tunnel_pki::tls::load_certs(&self.cp.ca_file).unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(mcp_tunnel_pki::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    fn head(&self, method: &str, path: &str, extra: &str) -> String {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nanthropic-version: 2023-06-01\r\nanthropic-beta: mcp-tunnels-2026-06-22\r\n{extra}",
+            self.addr, self.cp.admin_key
+        )
+    }
+}
+
+fn assert_cut_off(what: &str, ended: &Ended, bound: Duration) {
+    assert!(
+        ended.closed,
+        "{what}: still open after {:?}; received {:?}",
+        ended.after,
+        ended.text()
+    );
+    assert!(
+        ended.after < bound,
+        "{what}: cut off only after {:?} (bound {bound:?})",
+        ended.after
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_garbage_at_the_api_port_is_dropped() {
+    let fx = Fixture::start().await;
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "plain HTTP on the HTTPS port",
+            b"GET /v1/tunnels HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+        (
+            "TLS record of garbage",
+            b"\x16\x03\x01\x00\x08\xde\xad\xbe\xef\xde\xad\xbe\xef",
+        ),
+        ("binary noise", &[0xfe; 700]),
+    ];
+    for (what, bytes) in cases {
+        let mut tcp = TcpStream::connect(fx.addr).await.unwrap();
+        let started = Instant::now();
+        tcp.write_all(bytes).await.unwrap();
+        let ended = read_to_close(&mut tcp, started, HANG).await;
+        assert_cut_off(what, &ended, Duration::from_secs(5));
+        assert!(
+            !ended.text().contains("HTTP/1.1 2"),
+            "{what}: {}",
+            ended.text()
+        );
+        fx.still_serves().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_before_and_after_the_tls_handshake_is_cut_off() {
+    let fx = Fixture::start().await;
+    let mut silent = TcpStream::connect(fx.addr).await.unwrap();
+    let mut head_dribbler = fx.tls().await;
+    let request = fx.head("GET", "/v1/tunnels", "\r\n");
+    let started = Instant::now();
+    let (quiet, dribbled, ()) = tokio::join!(
+        read_to_close(&mut silent, started, HANG),
+        dribble(
+            &mut head_dribbler,
+            request.as_bytes(),
+            Duration::from_millis(500),
+            HANG
+        ),
+        async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            fx.still_serves().await;
+        },
+    );
+    for (what, ended) in [
+        ("silent before TLS", &quiet),
+        ("dribbled request head after TLS", &dribbled),
+    ] {
+        assert_cut_off(what, ended, 3 * DEADLINE);
+        assert!(
+            ended.after >= DEADLINE / 2,
+            "{what}: cut at {:?}",
+            ended.after
+        );
+    }
+    fx.still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_too_many_headers_get_431() {
+    let fx = Fixture::start().await;
+    let many: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    for (what, extra) in [
+        // hyper's default request-head buffer is about 400 KiB.
+        (
+            "oversized header",
+            format!("{}\r\n", oversized_header(512 * 1024)),
+        ),
+        ("200 headers", format!("{many}\r\n")),
+    ] {
+        let mut tls = fx.tls().await;
+        let started = Instant::now();
+        tls.write_all(fx.head("GET", "/v1/tunnels", &extra).as_bytes())
+            .await
+            .ok();
+        let ended = read_to_close(&mut tls, started, HANG).await;
+        assert_cut_off(what, &ended, Duration::from_secs(5));
+        assert_eq!(ended.status(), Some(431), "{what}: {}", ended.text());
+        fx.still_serves().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_beyond_the_limit_are_refused_and_create_nothing() {
+    let fx = Fixture::start().await;
+    let name = "x".repeat(MAX_BODY * 16);
+    let json = format!("{{\"display_name\":\"{name}\"}}");
+    let chunked: String = json
+        .as_bytes()
+        .chunks(16 * 1024)
+        .map(|c| format!("{:x}\r\n{}\r\n", c.len(), String::from_utf8_lossy(c)))
+        .chain(std::iter::once("0\r\n\r\n".to_owned()))
+        .collect();
+    for (what, request) in [
+        (
+            "declared Content-Length",
+            fx.head(
+                "POST",
+                "/v1/tunnels",
+                &format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                    json.len()
+                ),
+            ),
+        ),
+        (
+            "chunked",
+            fx.head(
+                "POST",
+                "/v1/tunnels",
+                &format!(
+                    "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunked}"
+                ),
+            ),
+        ),
+    ] {
+        let mut tls = fx.tls().await;
+        let started = Instant::now();
+        // The server may answer and close before the whole body is written.
+        let (mut r, mut w) = tokio::io::split(&mut tls);
+        let writer = async {
+            let _ = w.write_all(request.as_bytes()).await;
+        };
+        let (_, ended) = tokio::join!(writer, read_to_close(&mut r, started, HANG));
+        assert_cut_off(what, &ended, Duration::from_secs(10));
+        // 400 in the API's error envelope (SPEC §7.1 has no 413), naming the limit.
+        assert_eq!(ended.status(), Some(400), "{what}: {}", ended.text());
+        assert!(
+            ended.text().contains("invalid_request_error")
+                && ended.text().contains("length limit exceeded"),
+            "{what}: {}",
+            ended.text()
+        );
+        fx.still_serves().await;
+    }
+    let list = fx
+        .cp
+        .client()
+        .call(Method::GET, "/v1/tunnels", None)
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(0), "{list}");
+}
+
+/// Two holes this listener still has (docs/RELIABILITY.md, "Bad input at every
+/// listener"): a client that completes TLS and then sends nothing is held by hyper-util's
+/// protocol auto-detection, which has no deadline; and a body announced but never sent
+/// has none either. Run with `--ignored` to see both; it fails until they are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known gap: no deadline after TLS before the first byte, nor for a stalled body"]
+async fn known_gap_silent_after_tls_and_stalled_body_are_not_cut_off() {
+    let fx = Fixture::start().await;
+    let mut silent = fx.tls().await;
+    let mut stalled = fx.tls().await;
+    stalled
+        .write_all(
+            fx.head(
+                "POST",
+                "/v1/tunnels",
+                "Content-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{\"display_name\":\"",
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (quiet, stuck) = tokio::join!(
+        read_to_close(&mut silent, started, HANG),
+        read_to_close(&mut stalled, started, HANG),
+    );
+    assert_cut_off("silent after TLS", &quiet, 3 * DEADLINE);
+    assert_cut_off("stalled body", &stuck, 3 * DEADLINE);
+}
