@@ -25,6 +25,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_HEADER_BYTES: usize = 8192;
 /// Far beyond every bound under test: reaching it means the proxy never hung up.
 const HANG: Duration = Duration::from_secs(15);
@@ -42,7 +43,7 @@ impl Fixture {
     async fn start() -> Self {
         let upstream = Recorder::start().await;
         let h = ProxyHarness::start(&format!(
-            "routes:\n  mcp: {}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\"]\nlimits:\n  handshake_timeout: 1s\n  max_header_bytes: {MAX_HEADER_BYTES}\n",
+            "routes:\n  mcp: {}\nupstream:\n  allowed_ips: [\"127.0.0.1/32\"]\nlimits:\n  handshake_timeout: 1s\n  max_header_bytes: {MAX_HEADER_BYTES}\n  max_body_bytes: {MAX_BODY_BYTES}\n",
             upstream.origin()
         ))
         .await;
@@ -484,13 +485,9 @@ async fn smuggling_attempts_on_inner_http1_are_never_forwarded_as_two_requests()
         .unwrap();
         let ended = read_to_close(&mut tls, started, HANG).await;
         assert_cut_off(path, &ended, Duration::from_secs(10));
-        // 502 today ("Upstream request failed"): the client's broken body surfaces as a
-        // failed upstream request. Either refusal is bounded and forwards nothing.
-        assert!(
-            matches!(ended.status(), Some(400 | 502)),
-            "{path}: {}",
-            ended.text()
-        );
+        // The client's broken body is the client's fault: 400, not an upstream error.
+        assert_eq!(ended.status(), Some(400), "{path}: {}", ended.text());
+        assert!(ended.text().contains("Malformed request body"), "{path}");
         fx.still_serves().await;
     }
 
@@ -569,4 +566,54 @@ async fn admin_listener_keeps_answering_healthz_under_slowloris_and_garbage() {
     assert_cut_off("oversized admin request", &ended, Duration::from_secs(5));
     assert_eq!(fx.h.admin_get("/healthz").await.0, 200);
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_get_413_and_the_upstream_never_sees_them_whole() {
+    let mut fx = Fixture::start().await;
+    let host = route_host("mcp");
+    let big = "x".repeat(MAX_BODY_BYTES * 2);
+    // Declared up front: refused before the upstream hears of it.
+    let mut tls = fx.inner_http1().await;
+    let started = Instant::now();
+    tls.write_all(
+        format!(
+            "POST /declared HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    // The proxy may answer and close before the whole body is written.
+    .ok();
+    let ended = read_to_close(&mut tls, started, HANG).await;
+    assert_eq!(ended.status(), Some(413), "{}", ended.text());
+    assert!(ended.text().contains("Request body too large"));
+    // Chunked, so only counting finds out: the request is abandoned mid-body.
+    let mut tls = fx.inner_http1().await;
+    let started = Instant::now();
+    let chunk = format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len());
+    tls.write_all(
+        format!(
+            "POST /chunked HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"
+        )
+        .as_bytes(),
+    )
+    .await
+    // The proxy may answer and close before the whole body is written.
+    .ok();
+    let ended = read_to_close(&mut tls, started, HANG).await;
+    assert_eq!(ended.status(), Some(413), "{}", ended.text());
+    fx.still_serves().await;
+    let seen = fx.upstream.seen();
+    assert!(
+        !seen.iter().any(|s| s.path == "/declared"),
+        "a body declared over the limit was forwarded"
+    );
+    assert!(
+        seen.iter()
+            .filter(|s| s.path == "/chunked")
+            .all(|s| s.body.as_ref().map_or(true, |b| b.len() <= MAX_BODY_BYTES)),
+        "the upstream received more than the limit"
+    );
 }

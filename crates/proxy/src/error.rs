@@ -34,6 +34,10 @@ pub enum ProxyError {
     UpstreamTls { route: String, reason: String },
     #[error("upstream request failed: {reason}")]
     UpstreamRequest { route: String, reason: String },
+    #[error("request body larger than limits.max_body_bytes ({limit} bytes)")]
+    BodyTooLarge { route: String, limit: usize },
+    #[error("request body unreadable: {reason}")]
+    BadBody { route: String, reason: String },
 }
 
 /// How a [`ProxyError`] is presented.
@@ -99,6 +103,18 @@ impl ProxyError {
                 Some("request"),
                 Blame::Upstream,
             ),
+            BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+                None,
+                Blame::Client,
+            ),
+            BadBody { .. } => (
+                StatusCode::BAD_REQUEST,
+                "Malformed request body",
+                None,
+                Blame::Client,
+            ),
         };
         Disposition {
             status,
@@ -117,7 +133,9 @@ impl ProxyError {
             | UpstreamConnect { route, .. }
             | UpstreamTimeout { route }
             | UpstreamTls { route, .. }
-            | UpstreamRequest { route, .. } => Some(route),
+            | UpstreamRequest { route, .. }
+            | BodyTooLarge { route, .. }
+            | BadBody { route, .. } => Some(route),
         }
     }
 

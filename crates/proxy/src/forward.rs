@@ -139,9 +139,24 @@ impl Forwarder {
         set(&mut parts.headers, X_FORWARDED_PROTO, "https");
         set(&mut parts.headers, X_FORWARDED_HOST, route_host);
 
-        let body = match self.config.limits.max_body_bytes {
-            Some(max) => Limited::new(body, max as usize).boxed_unsync(),
-            None => body.map_err(BoxError::from).boxed_unsync(),
+        let limit = self.config.limits.max_body_bytes.map(|m| m as usize);
+        // A declared length over the limit is refused before the upstream hears of it.
+        if let Some(max) = limit
+            && body.size_hint().lower() > max as u64
+        {
+            return Err(ProxyError::BodyTooLarge {
+                route: route.name.clone(),
+                limit: max,
+            });
+        }
+        // Errors of the client's body are marked, so they are not blamed on the upstream.
+        let body = match limit {
+            Some(max) => Limited::new(body, max)
+                .map_err(move |e| BoxError::from(RequestBodyError::new(e, max)))
+                .boxed_unsync(),
+            None => body
+                .map_err(|e| BoxError::from(RequestBodyError::new(e.into(), usize::MAX)))
+                .boxed_unsync(),
         };
         self.client
             .request(Request::from_parts(parts, body))
@@ -257,9 +272,48 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The inner request's body failed while it was being sent upstream: the client's doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+struct RequestBodyError {
+    source: BoxError,
+    /// The limit it went over, when that is what happened.
+    over_limit: Option<usize>,
+}
+
+impl RequestBodyError {
+    fn new(source: BoxError, limit: usize) -> Self {
+        let over_limit = source
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .map(|_| limit);
+        Self { source, over_limit }
+    }
+}
+
+/// Our body error inside hyper's client error, if the request failed because of it.
+fn find_body_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a RequestBodyError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(b) = e.downcast_ref::<RequestBodyError>() {
+            return Some(b);
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// Maps a client error to our failure, looking for the guard's verdict first.
 fn classify(route: &str, e: &hyper_util::client::legacy::Error) -> ProxyError {
     let route = route.to_owned();
+    if let Some(b) = find_body_error(e) {
+        return match b.over_limit {
+            Some(limit) => ProxyError::BodyTooLarge { route, limit },
+            None => ProxyError::BadBody {
+                route,
+                reason: b.source.to_string(),
+            },
+        };
+    }
     match find_connect_error(e) {
         Some(ConnectError::Guard(GuardError::Rejected { ip, .. })) => {
             ProxyError::IpRejected { route, ip: *ip }

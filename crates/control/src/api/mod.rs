@@ -5,6 +5,7 @@
 mod admin;
 pub mod auth;
 pub mod console;
+mod deadline;
 mod error;
 mod extract;
 mod oauth;
@@ -37,9 +38,16 @@ use crate::store::ControlStore;
 /// Largest request body (a CA PEM is at most 8 KB).
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Deadline for a client's TLS handshake, and for each HTTP/1.1 request head (without
-/// it a client dribbling a head holds its connection for ever).
+/// Deadline for a client's TLS handshake, for its first byte after it, and for each
+/// HTTP/1.1 request head (without them a silent or dribbling client holds its connection
+/// for ever).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Deadline for a whole request, body included, and its answer: a client that announces
+/// a body and stops sending it is answered 400 and its connection closed. Every handler
+/// is a few database operations or one call to an identity provider (with its own
+/// shorter timeout), far below this.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Shared by every request.
 #[derive(Debug)]
@@ -242,9 +250,13 @@ pub async fn serve(
                         }
                         Err(_) => return,
                     };
-                    serve_conn(TokioIo::new(tls), peer, router, stop).await;
+                    let io = deadline::FirstByte::new(tls, CLIENT_DEADLINE);
+                    serve_conn(TokioIo::new(io), peer, router, stop).await;
                 }
-                None => serve_conn(TokioIo::new(tcp), peer, router, stop).await,
+                None => {
+                    let io = deadline::FirstByte::new(tcp, CLIENT_DEADLINE);
+                    serve_conn(TokioIo::new(io), peer, router, stop).await
+                }
             }
         });
     }
@@ -258,7 +270,26 @@ where
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(SourceAddr(peer));
             let mut router = router.clone();
-            async move { router.call(req.map(axum::body::Body::new)).await }
+            async move {
+                let call = router.call(req.map(axum::body::Body::new));
+                match tokio::time::timeout(REQUEST_DEADLINE, call).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        tracing::debug!(%peer, "api request not completed within its deadline");
+                        let mut resp = ApiError::InvalidRequest(format!(
+                            "request not completed within {}s",
+                            REQUEST_DEADLINE.as_secs()
+                        ))
+                        .into_response();
+                        // What is left of the body will not be read: end the connection.
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                        Ok(resp)
+                    }
+                }
+            }
         });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
