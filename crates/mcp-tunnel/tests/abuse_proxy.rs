@@ -103,20 +103,6 @@ impl Fixture {
     }
 }
 
-fn assert_cut_off(what: &str, ended: &Ended, bound: Duration) {
-    assert!(
-        ended.closed,
-        "{what}: still open after {:?}; received {:?}",
-        ended.after,
-        ended.text()
-    );
-    assert!(
-        ended.after < bound,
-        "{what}: cut off only after {:?} (bound {bound:?})",
-        ended.after
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_on_the_upgrade_request_is_cut_off_by_the_handshake_timeout() {
     let mut fx = Fixture::start().await;
@@ -533,19 +519,7 @@ async fn smuggling_attempts_on_inner_http1_are_never_forwarded_as_two_requests()
 async fn admin_listener_keeps_answering_healthz_under_slowloris_and_garbage() {
     let fx = Fixture::start().await;
     let admin = fx.h.admin;
-    let mut held = Vec::new();
-    for i in 0..64 {
-        let mut tcp = TcpStream::connect(admin).await.unwrap();
-        match i % 3 {
-            0 => {}
-            1 => tcp.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.unwrap(),
-            _ => tcp
-                .write_all(b"\x16\x03\x01\x00\xff\x01garbage")
-                .await
-                .unwrap(),
-        }
-        held.push(tcp);
-    }
+    let held = hold_bad_connections(admin, 64).await;
     let started = Instant::now();
     let (status, body) = fx.h.admin_get("/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));

@@ -267,3 +267,48 @@ impl Recorder {
         self.seen().into_iter().map(|s| s.path).collect()
     }
 }
+
+/// The server hung up within `bound`.
+pub fn assert_cut_off(what: &str, ended: &Ended, bound: Duration) {
+    assert!(
+        ended.closed,
+        "{what}: still open after {:?}; received {:?}",
+        ended.after,
+        ended.text()
+    );
+    assert!(
+        ended.after < bound,
+        "{what}: cut off only after {:?} (bound {bound:?})",
+        ended.after
+    );
+}
+
+/// The server hung up because `deadline` ran out: not before half of it (the input was
+/// valid so far), and well before a hang.
+pub fn assert_cut_at_deadline(what: &str, ended: &Ended, deadline: Duration) {
+    assert_cut_off(what, ended, 3 * deadline);
+    assert!(
+        ended.after >= deadline / 2,
+        "{what}: cut at {:?}, before the {deadline:?} deadline",
+        ended.after
+    );
+}
+
+/// Opens `n` connections to `addr` and leaves them idle, half-way through a request head,
+/// or holding TLS-looking garbage, in turn: what a listener's other clients must outlive.
+pub async fn hold_bad_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        match i % 3 {
+            0 => {}
+            1 => tcp.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.unwrap(),
+            _ => tcp
+                .write_all(b"\x16\x03\x01\x00\xff\x01garbage")
+                .await
+                .unwrap(),
+        }
+        held.push(tcp);
+    }
+    held
+}
