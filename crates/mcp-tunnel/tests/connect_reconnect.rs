@@ -77,7 +77,7 @@ struct Stack {
     addr: SocketAddr,
 }
 
-async fn stack() -> Stack {
+async fn stack(connect_timeout: &str) -> Stack {
     let cp = ControlPlane::start(true).await;
     let out = cp.dir.path().join("stack");
     let tunnel = cp.provision(&out).await;
@@ -128,7 +128,12 @@ async fn stack() -> Stack {
         .arg(&cp.ca_file)
         .args(["--api-url", &cp.url, "--api-ca-file"])
         .arg(&cp.ca_file)
-        .args(["--listen", "127.0.0.1:0", "--connect-timeout", "30s"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--connect-timeout",
+            connect_timeout,
+        ])
         .args(["--streams-per-session", "8"])
         .env("MCP_TUNNEL_CLIENT_KEY", key["key"].as_str().unwrap())
         .env("MCP_TUNNEL_API_KEY", &cp.admin_key);
@@ -163,7 +168,7 @@ async fn connect_survives_the_connector_dying_and_coming_back() {
         connect,
         addr,
         ..
-    } = stack().await;
+    } = stack("30s").await;
     let http = HttpClient::new(None).unwrap();
     for _ in 0..3 {
         let (status, body) = through(&http, addr).await;
@@ -244,7 +249,7 @@ async fn proxy_sessions(admin: SocketAddr) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streams_share_h2_sessions() {
-    let st = stack().await;
+    let st = stack("30s").await;
     // 20 SSE streams at once, from a cold pool, with 8 streams per session: 3 sessions.
     let streams: Vec<_> = (0..20).map(|_| tokio::spawn(ticks(st.addr, 4))).collect();
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -266,4 +271,42 @@ async fn concurrent_streams_share_h2_sessions() {
     }
     assert!(proxy_sessions(st.admin).await <= 3);
     drop(st.proxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_while_the_tunnel_is_down_share_one_timeout() {
+    let Stack {
+        cp: _cp,
+        _server,
+        proxy,
+        connector,
+        connect,
+        addr,
+        ..
+    } = stack("2s").await;
+    let mut connector = connector;
+    connector.child.kill().await.unwrap();
+    let _ = connector.child.wait().await;
+    // Six requests at once, none with a session to reuse: they queue behind one open.
+    let started = Instant::now();
+    let answers: Vec<_> = (0..6)
+        .map(|_| {
+            tokio::spawn(async move {
+                let http = HttpClient::new(None).unwrap();
+                through(&http, addr).await
+            })
+        })
+        .collect();
+    for a in answers {
+        let (status, body) = a.await.unwrap();
+        assert!(status >= 500, "{status} {body}");
+    }
+    // Each waits at most its own 2 s, not 2 s per request ahead of it (12 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "six requests took {:?}\nconnect:\n{}",
+        started.elapsed(),
+        connect.lines().join("\n")
+    );
+    drop(proxy);
 }

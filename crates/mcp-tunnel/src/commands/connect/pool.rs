@@ -175,17 +175,25 @@ impl Pool {
     /// reconnecting, the edge restarting). Certificate refusals are not retried. A new
     /// h2 session joins the shared ones, this request being its first stream.
     pub async fn open(&self) -> Result<Lease, ClientError> {
+        // One budget for waiting on another request's open and for our own: while the
+        // tunnel is unreachable, requests queued here must not wait a timeout each.
+        let deadline = Instant::now() + self.open_timeout;
         let _opening = if self.http1.load(Ordering::Acquire) {
             None
         } else {
-            let guard = self.opening.lock().await;
-            // Another request may have opened a session with room while this one waited.
-            if let Some(lease) = self.share(self.current().1) {
-                return Ok(lease);
+            match tokio::time::timeout_at(deadline.into(), self.opening.lock()).await {
+                Ok(guard) => {
+                    // Another request may have opened a session with room meanwhile.
+                    if let Some(lease) = self.share(self.current().1) {
+                        return Ok(lease);
+                    }
+                    Some(guard)
+                }
+                // Out of time behind another open: one attempt of our own.
+                Err(_) => None,
             }
-            Some(guard)
         };
-        let mut lease = self.dial().await?;
+        let mut lease = self.dial(deadline).await?;
         self.http1
             .store(lease.session.protocol() == "http/1.1", Ordering::Release);
         if let Some(handle) = lease.session.share() {
@@ -206,8 +214,8 @@ impl Pool {
         Ok(lease)
     }
 
-    async fn dial(&self) -> Result<Lease, ClientError> {
-        let deadline = Instant::now() + self.open_timeout;
+    /// Opens a session, retrying until `deadline` (at least one attempt).
+    async fn dial(&self, deadline: Instant) -> Result<Lease, ClientError> {
         let mut delay = Duration::from_millis(100);
         loop {
             let (tls, generation) = self.current();
