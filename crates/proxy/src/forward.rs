@@ -20,7 +20,7 @@ use crate::config::{ProxyConfig, Route, normalize_host};
 use crate::error::ProxyError;
 use crate::guard::GuardError;
 use crate::metrics::ProxyMetrics;
-use crate::upstream::{ConnectError, UpstreamConnector, find_connect_error};
+use crate::upstream::{ConnectError, UpstreamConnector, find_cause};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -152,10 +152,10 @@ impl Forwarder {
         // Errors of the client's body are marked, so they are not blamed on the upstream.
         let body = match limit {
             Some(max) => Limited::new(body, max)
-                .map_err(move |e| BoxError::from(RequestBodyError::new(e, max)))
+                .map_err(move |e| BoxError::from(RequestBodyError::new(e, Some(max))))
                 .boxed_unsync(),
             None => body
-                .map_err(|e| BoxError::from(RequestBodyError::new(e.into(), usize::MAX)))
+                .map_err(|e| BoxError::from(RequestBodyError::new(e.into(), None)))
                 .boxed_unsync(),
         };
         self.client
@@ -282,30 +282,17 @@ struct RequestBodyError {
 }
 
 impl RequestBodyError {
-    fn new(source: BoxError, limit: usize) -> Self {
-        let over_limit = source
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .map(|_| limit);
+    /// `limit`: the `limits.max_body_bytes` the body was read under, if any.
+    fn new(source: BoxError, limit: Option<usize>) -> Self {
+        let over_limit = limit.filter(|_| source.is::<http_body_util::LengthLimitError>());
         Self { source, over_limit }
     }
-}
-
-/// Our body error inside hyper's client error, if the request failed because of it.
-fn find_body_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a RequestBodyError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(b) = e.downcast_ref::<RequestBodyError>() {
-            return Some(b);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 /// Maps a client error to our failure, looking for the guard's verdict first.
 fn classify(route: &str, e: &hyper_util::client::legacy::Error) -> ProxyError {
     let route = route.to_owned();
-    if let Some(b) = find_body_error(e) {
+    if let Some(b) = find_cause::<RequestBodyError>(e) {
         return match b.over_limit {
             Some(limit) => ProxyError::BodyTooLarge { route, limit },
             None => ProxyError::BadBody {
@@ -314,19 +301,19 @@ fn classify(route: &str, e: &hyper_util::client::legacy::Error) -> ProxyError {
             },
         };
     }
-    match find_connect_error(e) {
+    match find_cause::<ConnectError>(e) {
         Some(ConnectError::Guard(GuardError::Rejected { ip, .. })) => {
             ProxyError::IpRejected { route, ip: *ip }
         }
         Some(ConnectError::Guard(GuardError::Timeout { .. })) => {
             ProxyError::UpstreamTimeout { route }
         }
-        Some(ConnectError::Tls { .. } | ConnectError::NoTrust(_)) => ProxyError::UpstreamTls {
-            route,
-            reason: find_connect_error(e)
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
-        },
+        Some(c @ (ConnectError::Tls { .. } | ConnectError::NoTrust(_))) => {
+            ProxyError::UpstreamTls {
+                route,
+                reason: c.to_string(),
+            }
+        }
         Some(other) => ProxyError::UpstreamConnect {
             route,
             reason: other.to_string(),

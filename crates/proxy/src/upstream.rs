@@ -182,18 +182,11 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Finds our [`ConnectError`] inside hyper's client error, if the failure was ours.
+/// The first error of type `T` in `err`'s source chain (`err` included).
 ///
-/// hyper boxes connector errors, so the source chain is the only way back to them.
-pub fn find_connect_error<'a>(
+/// hyper boxes connector and body errors, so the chain is the only way back to ours.
+pub fn find_cause<'a, T: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a ConnectError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(c) = e.downcast_ref::<ConnectError>() {
-            return Some(c);
-        }
-        cur = e.source();
-    }
-    None
+) -> Option<&'a T> {
+    std::iter::successors(Some(err), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
 }

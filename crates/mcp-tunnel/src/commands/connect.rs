@@ -272,31 +272,12 @@ fn local_error(status: StatusCode, message: String) -> Response<LocalBody> {
         .unwrap_or_default()
 }
 
-/// Headers that belong to one connection, not to the request.
+/// Headers that belong to one connection, not to the request: the proxy's hop-by-hop
+/// list, plus `Host` and `Content-Length`, which the session sets for its own hop.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<String> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
-    for n in named {
-        h.remove(n.as_str());
-    }
-    for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "host",
-        "content-length",
-    ] {
-        h.remove(n);
-    }
+    mcp_tunnel_proxy::forward::strip_hop_by_hop(h);
+    h.remove(header::HOST);
+    h.remove(header::CONTENT_LENGTH);
 }
 
 async fn forward(pool: &Arc<Pool>, req: Request<Incoming>) -> Response<LocalBody> {
