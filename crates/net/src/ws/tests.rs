@@ -13,9 +13,11 @@ use super::*;
 
 /// An in-memory connection: reads hand out `input` at most `read_max` bytes at a time
 /// (then `Pending`, or EOF once `eof`); writes take at most `write_max` bytes, and none
-/// at all while `write_open` is false.
+/// at all while `write_open` is false. It exists for the cut points loopback TCP will not
+/// produce on demand (one-byte reads, partial and blocked writes); real peers are in
+/// tests/ws_interop.rs (tungstenite) and the proxy's end-to-end and abuse suites.
 #[derive(Debug, Default)]
-struct Mock {
+struct Scripted {
     input: Vec<u8>,
     pos: usize,
     read_max: usize,
@@ -30,7 +32,7 @@ struct Mock {
     largest_read: usize,
 }
 
-impl Mock {
+impl Scripted {
     fn new(input: Vec<u8>) -> Self {
         Self {
             input,
@@ -43,7 +45,7 @@ impl Mock {
     }
 }
 
-impl AsyncRead for Mock {
+impl AsyncRead for Scripted {
     fn poll_read(
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
@@ -66,7 +68,7 @@ impl AsyncRead for Mock {
     }
 }
 
-impl AsyncWrite for Mock {
+impl AsyncWrite for Scripted {
     fn poll_write(
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
@@ -169,7 +171,7 @@ fn reference_frames(mut wire: &[u8]) -> Vec<(u8, bool, Vec<u8>)> {
 }
 
 /// Reads until `Pending` or EOF with buffers of `chunk` bytes.
-fn drain_reads(ws: &mut WsByteStream<Mock>, chunk: usize) -> (Vec<u8>, Option<io::Result<()>>) {
+fn drain_reads(ws: &mut WsByteStream<Scripted>, chunk: usize) -> (Vec<u8>, Option<io::Result<()>>) {
     let mut got = Vec::new();
     let mut buf = vec![0u8; chunk];
     loop {
@@ -240,10 +242,10 @@ fn a_frame_arriving_one_byte_at_a_time_is_delivered_without_a_message_buffer() {
     let payload = pattern(50_000);
     let mut wire = frame(true, OpCode::Binary, Some([9, 8, 7, 6]), &payload);
     wire.extend(frame(true, OpCode::Binary, Some([1, 2, 3, 4]), b"tail"));
-    let mut mock = Mock::new(wire);
-    mock.read_max = 1;
-    mock.eof = true;
-    let mut ws = WsByteStream::new(mock, Role::Server);
+    let mut conn = Scripted::new(wire);
+    conn.read_max = 1;
+    conn.eof = true;
+    let mut ws = WsByteStream::new(conn, Role::Server);
     let mut got = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut most_buffered = 0;
@@ -269,9 +271,9 @@ const READ_CHUNK_FOR_TESTS: usize = 4 * 1024;
 #[test]
 fn large_payload_is_read_straight_into_the_callers_buffer() {
     let payload = pattern(40_000);
-    let mut mock = Mock::new(frame(true, OpCode::Binary, None, &payload));
-    mock.read_max = 10;
-    let mut ws = WsByteStream::new(mock, Role::Client);
+    let mut conn = Scripted::new(frame(true, OpCode::Binary, None, &payload));
+    conn.read_max = 10;
+    let mut ws = WsByteStream::new(conn, Role::Client);
     // The header needs the read buffer; the payload then goes straight to the caller,
     // which shows as inner reads the size of the caller's buffer.
     let (got, end) = drain_reads(&mut ws, 30_000);
@@ -291,9 +293,9 @@ fn a_64_mib_frame_header_is_refused_before_anything_is_allocated() {
     let mut wire = vec![0x82, 0x80 | 127];
     wire.extend_from_slice(&(64u64 << 20).to_be_bytes());
     wire.extend_from_slice(&[1, 2, 3, 4]);
-    let mut mock = Mock::new(wire);
-    mock.eof = true;
-    let mut ws = WsByteStream::new(mock, Role::Server);
+    let mut conn = Scripted::new(wire);
+    conn.eof = true;
+    let mut ws = WsByteStream::new(conn, Role::Server);
     let (got, end) = drain_reads(&mut ws, 1 << 16);
     assert!(got.is_empty());
     let err = end.unwrap().unwrap_err();
@@ -308,7 +310,7 @@ fn a_64_mib_frame_header_is_refused_before_anything_is_allocated() {
 #[test]
 fn text_message_is_an_invalid_data_error() {
     let mut ws = WsByteStream::new(
-        Mock::new(frame(true, OpCode::Text, Some([1, 1, 1, 1]), b"hello")),
+        Scripted::new(frame(true, OpCode::Text, Some([1, 1, 1, 1]), b"hello")),
         Role::Server,
     );
     let err = drain_reads(&mut ws, 64).1.unwrap().unwrap_err();
@@ -320,7 +322,7 @@ fn text_message_is_an_invalid_data_error() {
 fn data_before_a_bad_frame_is_delivered_then_the_error() {
     let mut wire = frame(true, OpCode::Binary, None, b"good");
     wire.extend(frame(true, OpCode::Binary, Some([1, 2, 3, 4]), b"bad"));
-    let mut ws = WsByteStream::new(Mock::new(wire), Role::Client);
+    let mut ws = WsByteStream::new(Scripted::new(wire), Role::Client);
     let (got, end) = drain_reads(&mut ws, 64);
     assert_eq!(got, b"good");
     assert!(
@@ -339,7 +341,7 @@ fn ping_is_answered_with_pong_and_fragments_are_joined() {
     wire.extend(frame(false, OpCode::Continuation, key, b"men"));
     wire.extend(frame(true, OpCode::Pong, key, b"unsolicited"));
     wire.extend(frame(true, OpCode::Continuation, key, b"ted"));
-    let mut ws = WsByteStream::new(Mock::new(wire), Role::Server);
+    let mut ws = WsByteStream::new(Scripted::new(wire), Role::Server);
     let (got, end) = drain_reads(&mut ws, 3);
     assert!(end.is_none());
     assert_eq!(got, b"fragmented");
@@ -349,9 +351,9 @@ fn ping_is_answered_with_pong_and_fragments_are_joined() {
 
 #[test]
 fn a_pong_waits_for_a_half_sent_frame_and_never_lands_inside_it() {
-    let mut mock = Mock::new(Vec::new());
-    mock.write_budget = 3;
-    let mut ws = WsByteStream::new(mock, Role::Server);
+    let mut conn = Scripted::new(Vec::new());
+    conn.write_budget = 3;
+    let mut ws = WsByteStream::new(conn, Role::Server);
     let data = pattern(1000);
     let Poll::Ready(Ok(n)) = Pin::new(&mut ws).poll_write(&mut cx(), &data) else {
         panic!("write not accepted");
@@ -383,7 +385,7 @@ fn close_is_eof_answered_once_and_ends_writing() {
         Some([1, 2, 3, 4]),
         b"after close",
     ));
-    let mut ws = WsByteStream::new(Mock::new(wire), Role::Server);
+    let mut ws = WsByteStream::new(Scripted::new(wire), Role::Server);
     let (got, end) = drain_reads(&mut ws, 64);
     assert_eq!(got, b"last");
     assert!(end.unwrap().is_ok(), "close is EOF");
@@ -404,7 +406,7 @@ fn close_is_eof_answered_once_and_ends_writing() {
 
 #[test]
 fn shutdown_sends_a_masked_close_then_shuts_the_connection() {
-    let mut ws = WsByteStream::new(Mock::new(Vec::new()), Role::Client);
+    let mut ws = WsByteStream::new(Scripted::new(Vec::new()), Role::Client);
     assert!(Pin::new(&mut ws).poll_write(&mut cx(), b"bye").is_ready());
     assert!(matches!(
         Pin::new(&mut ws).poll_shutdown(&mut cx()),
@@ -422,7 +424,7 @@ fn shutdown_sends_a_masked_close_then_shuts_the_connection() {
 
 #[test]
 fn client_masks_each_frame_with_a_fresh_key() {
-    let mut ws = WsByteStream::new(Mock::new(Vec::new()), Role::Client);
+    let mut ws = WsByteStream::new(Scripted::new(Vec::new()), Role::Client);
     for _ in 0..40 {
         assert!(
             Pin::new(&mut ws)
@@ -437,7 +439,7 @@ fn client_masks_each_frame_with_a_fresh_key() {
     assert!(reference_frames(wire).iter().all(|f| f.2 == [0u8; 8]));
 }
 
-fn write_all_polled(ws: &mut WsByteStream<Mock>, data: &[u8]) -> Vec<usize> {
+fn write_all_polled(ws: &mut WsByteStream<Scripted>, data: &[u8]) -> Vec<usize> {
     let mut accepted = Vec::new();
     let mut at = 0;
     while at < data.len() {
@@ -462,10 +464,10 @@ fn writes_make_progress_one_byte_at_a_time_in_every_mode() {
         (Role::Server, false),
         (Role::Client, false),
     ] {
-        let mut mock = Mock::new(Vec::new());
-        mock.write_max = 1;
-        mock.vectored = vectored;
-        let mut ws = WsByteStream::new(mock, role);
+        let mut conn = Scripted::new(Vec::new());
+        conn.write_max = 1;
+        conn.vectored = vectored;
+        let mut ws = WsByteStream::new(conn, role);
         let accepted = write_all_polled(&mut ws, &data);
         // Whole frames of at most 64 KiB, each accepted at once.
         assert_eq!(
@@ -484,10 +486,10 @@ fn writes_make_progress_one_byte_at_a_time_in_every_mode() {
 
 #[test]
 fn a_write_is_not_accepted_until_it_can_be_committed() {
-    let mut mock = Mock::new(Vec::new());
-    mock.vectored = true;
-    mock.write_open = false;
-    let mut ws = WsByteStream::new(mock, Role::Server);
+    let mut conn = Scripted::new(Vec::new());
+    conn.vectored = true;
+    conn.write_open = false;
+    let mut ws = WsByteStream::new(conn, Role::Server);
     // The server's vectored write got nothing out: nothing is accepted or buffered.
     assert!(Pin::new(&mut ws).poll_write(&mut cx(), b"abc").is_pending());
     assert_eq!(ws.buffered_capacity(), 0);
@@ -504,9 +506,9 @@ fn a_write_is_not_accepted_until_it_can_be_committed() {
 
 #[test]
 fn vectored_writes_become_one_frame() {
-    let mut mock = Mock::new(Vec::new());
-    mock.vectored = true;
-    let mut ws = WsByteStream::new(mock, Role::Server);
+    let mut conn = Scripted::new(Vec::new());
+    conn.vectored = true;
+    let mut ws = WsByteStream::new(conn, Role::Server);
     let bufs = [IoSlice::new(b"ab"), IoSlice::new(b""), IoSlice::new(b"cde")];
     let n = Pin::new(&mut ws).poll_write_vectored(&mut cx(), &bufs);
     assert!(matches!(n, Poll::Ready(Ok(5))));
@@ -520,7 +522,7 @@ fn vectored_writes_become_one_frame() {
 fn bytes_read_with_the_handshake_start_the_stream() {
     let first = frame(true, OpCode::Binary, None, b"early");
     let mut ws = WsByteStream::with_buffered(
-        Mock::new(frame(true, OpCode::Binary, None, b" bird")),
+        Scripted::new(frame(true, OpCode::Binary, None, b" bird")),
         Role::Client,
         &first,
     );
@@ -530,7 +532,7 @@ fn bytes_read_with_the_handshake_start_the_stream() {
 #[test]
 fn eof_inside_a_frame_is_an_error_and_between_frames_is_eof() {
     let mut wire = frame(true, OpCode::Binary, None, b"whole");
-    let mut clean = Mock::new(wire.clone());
+    let mut clean = Scripted::new(wire.clone());
     clean.eof = true;
     let mut ws = WsByteStream::new(clean, Role::Client);
     let (got, end) = drain_reads(&mut ws, 64);
@@ -538,7 +540,7 @@ fn eof_inside_a_frame_is_an_error_and_between_frames_is_eof() {
     assert!(end.unwrap().is_ok());
 
     wire.extend(&frame(true, OpCode::Binary, None, b"cut short")[..5]);
-    let mut cut = Mock::new(wire);
+    let mut cut = Scripted::new(wire);
     cut.eof = true;
     let mut ws = WsByteStream::new(cut, Role::Client);
     let (got, end) = drain_reads(&mut ws, 64);
@@ -600,11 +602,11 @@ proptest! {
                 }
             }
         }
-        let mut mock = Mock::new(wire);
-        mock.read_max = read_max;
-        mock.eof = true;
+        let mut conn = Scripted::new(wire);
+        conn.read_max = read_max;
+        conn.eof = true;
         let role = if server { Role::Server } else { Role::Client };
-        let mut ws = WsByteStream::new(mock, role);
+        let mut ws = WsByteStream::new(conn, role);
         let (got, end) = drain_reads(&mut ws, chunk);
         prop_assert!(matches!(end, Some(Ok(()))), "{end:?}");
         prop_assert_eq!(got, want);
