@@ -9,16 +9,13 @@
 mod abuse_support;
 mod ops_support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abuse_support::*;
 use mcp_tunnel_control::client::Method;
 use ops_support::ControlPlane;
-use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -57,21 +54,8 @@ impl Fixture {
 
     async fn tls(&self) -> TlsStream<TcpStream> {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in mcp_tunnel_pki::tls::load_certs(&self.cp.ca_file).unwrap() {
-            roots.add(cert).unwrap();
-        }
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(mcp_tunnel_pki::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap()
+        let roots = mcp_tunnel_pki::tls::load_certs(&self.cp.ca_file).unwrap();
+        tls_http1(tcp, roots, "localhost").await
     }
 
     fn head(&self, method: &str, path: &str, extra: &str) -> String {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use abuse_support::*;
 use mcp_tunnel_client::Session;
+use mcp_tunnel_testutil::free_port;
 use mcp_tunnel_testutil::harness::{bin, get, http_get, route_host};
 use mcp_tunnel_testutil::logs::LoggedChild;
 use mcp_tunnel_testutil::stack::{CLIENT_KEY, EDGE_NAME, Stack};
@@ -285,14 +286,6 @@ async fn malformed_websocket_frames_through_the_edge_end_only_that_session() {
         assert_cut_off(what, &ended, Duration::from_secs(10));
         fx.still_serves().await;
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

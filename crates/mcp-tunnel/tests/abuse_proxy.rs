@@ -87,19 +87,7 @@ impl Fixture {
         let ws = mcp_tunnel_net::ws::client_handshake(tcp, &self.h.addr.to_string(), "/", &[])
             .await
             .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.h.pki.ca_der()).unwrap();
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(mcp_tunnel_pki::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from(route_host("mcp")).unwrap(), ws)
-            .await
-            .unwrap()
+        tls_http1(ws, vec![self.h.pki.ca_der()], &route_host("mcp")).await
     }
 }
 

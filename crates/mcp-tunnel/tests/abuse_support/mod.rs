@@ -312,3 +312,28 @@ pub async fn hold_bad_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> 
     }
     held
 }
+
+/// A TLS client over `io` trusting `roots`, offering HTTP/1.1, for server name `name`.
+pub async fn tls_http1<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    name: &str,
+) -> tokio_rustls::client::TlsStream<S> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in roots {
+        store.add(cert).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(mcp_tunnel_pki::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+            io,
+        )
+        .await
+        .unwrap()
+}

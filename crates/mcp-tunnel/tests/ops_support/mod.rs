@@ -10,6 +10,7 @@ use std::time::Duration;
 use mcp_tunnel_control::client::{ApiClient, Method};
 use mcp_tunnel_pki::crypto::Secret;
 use mcp_tunnel_pki::generate::{self, KeyKind};
+use mcp_tunnel_testutil::free_port;
 use mcp_tunnel_testutil::harness::bin;
 use mcp_tunnel_testutil::logs::LoggedChild;
 use serde_json::{Value, json};
@@ -23,14 +24,6 @@ pub struct ControlPlane {
     pub ca_file: PathBuf,
     /// The edge's connector port (`server` mode only).
     pub connector_port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl ControlPlane {

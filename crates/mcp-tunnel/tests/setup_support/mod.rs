@@ -8,17 +8,10 @@ use std::time::Duration;
 
 use mcp_tunnel_control::client::{ApiClient, Method};
 use mcp_tunnel_pki::crypto::Secret;
+pub use mcp_tunnel_testutil::free_port;
 use mcp_tunnel_testutil::harness::bin;
 use mcp_tunnel_testutil::logs::LoggedChild;
 use serde_json::Value;
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[derive(Debug)]
 pub struct ControlPlane {
