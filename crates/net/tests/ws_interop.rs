@@ -42,6 +42,26 @@ where
     }
 }
 
+/// Reads binary messages until `n` bytes came (noting pongs on the way), closes, and
+/// checks that only the close answer follows; returns the pongs and the bytes.
+async fn receive_then_close<S>(ws: &mut WebSocketStream<S>, n: usize) -> (Vec<Vec<u8>>, Vec<u8>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut pongs, mut got) = (Vec::new(), Vec::new());
+    while got.len() < n {
+        match next_data(ws, &mut pongs).await {
+            Some(Message::Binary(b)) => got.extend_from_slice(&b),
+            other => panic!("{other:?}"),
+        }
+    }
+    ws.close(None).await.unwrap();
+    while let Some(m) = next_data(ws, &mut pongs).await {
+        assert!(matches!(m, Message::Close(_)), "{m:?}");
+    }
+    (pongs, got)
+}
+
 #[tokio::test]
 async fn our_server_with_a_tungstenite_client() {
     let (a, b) = tokio::io::duplex(1 << 14);
@@ -63,20 +83,9 @@ async fn our_server_with_a_tungstenite_client() {
             .unwrap();
         theirs.send(fragment(b"men", false, false)).await.unwrap();
         theirs.send(fragment(b"ted", false, true)).await.unwrap();
-        // Our replies: pongs, then what the server writes, in frames.
-        let (mut pongs, mut got) = (Vec::new(), Vec::new());
-        while got.len() < 100_000 {
-            match next_data(&mut theirs, &mut pongs).await {
-                Some(Message::Binary(b)) => got.extend_from_slice(&b),
-                other => panic!("{other:?}"),
-            }
-        }
-        theirs.close(None).await.unwrap();
-        // The server answers the close; then the stream ends.
-        while let Some(m) = next_data(&mut theirs, &mut pongs).await {
-            assert!(matches!(m, Message::Close(_)), "{m:?}");
-        }
-        (pongs, got)
+        // Our replies: pongs, then what the server writes, in frames; the server
+        // answers the close, then the stream ends.
+        receive_then_close(&mut theirs, 100_000).await
     });
 
     let mut want = big;
@@ -133,18 +142,7 @@ async fn our_client_with_a_tungstenite_server() {
         ws.send(fragment(b"tungstenite", false, true))
             .await
             .unwrap();
-        let (mut pongs, mut got) = (Vec::new(), Vec::new());
-        while got.len() < 150_000 {
-            match next_data(&mut ws, &mut pongs).await {
-                Some(Message::Binary(b)) => got.extend_from_slice(&b),
-                other => panic!("{other:?}"),
-            }
-        }
-        ws.close(None).await.unwrap();
-        while let Some(m) = next_data(&mut ws, &mut pongs).await {
-            assert!(matches!(m, Message::Close(_)), "{m:?}");
-        }
-        (pongs, got)
+        receive_then_close(&mut ws, 150_000).await
     });
 
     let tcp = TcpStream::connect(addr).await.unwrap();
