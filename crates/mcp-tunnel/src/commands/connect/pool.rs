@@ -150,9 +150,11 @@ impl Pool {
     /// older trust, and unused ones beyond `max_idle` leave the list here.
     fn share(&self, generation: u64) -> Option<Lease> {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        shared.retain(|s| s.generation == generation && s.session.is_open());
         let mut unused = 0;
         shared.retain(|s| {
+            if s.generation != generation || !s.session.is_open() {
+                return false;
+            }
             if s.streams.load(Ordering::Acquire) > 0 {
                 return true;
             }
