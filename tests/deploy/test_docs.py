@@ -28,7 +28,7 @@ import yaml
 
 import docs
 import proxyrun
-from k8s import CUSTOMER_CHART, ROOT, SERVER_CHART, by_kind, hook, lint, merge, one, render
+from k8s import CUSTOMER_CHART, ROOT, SERVER_CHART, by_kind, hook, lint, merge, one, render, validate
 import serverrun
 from test_binary import help_flags
 from test_compose import CUSTOMER, CUSTOMER_ENV, OPERATOR, OPERATOR_ENV, compose, flag, resolved
@@ -76,13 +76,19 @@ def test_helm_values_blocks_render(name):
     if name == "values-egress":
         values = merge(values_block("values-managed"), values)
     assert lint(CUSTOMER_CHART, values) == []
-    assert one(render(CUSTOMER_CHART, values), "Deployment")
+    objs = render(CUSTOMER_CHART, values)
+    assert one(objs, "Deployment")
+    for obj in objs:
+        validate(obj)
 
 
 def test_server_values_block_renders():
     values = values_block("values-server")
     assert lint(SERVER_CHART, values) == []
-    assert one(render(SERVER_CHART, values, release="mcp-tunnel-server"), "Ingress")
+    objs = render(SERVER_CHART, values, release="mcp-tunnel-server")
+    assert one(objs, "Ingress")
+    for obj in objs:
+        validate(obj)
 
 
 @pytest.mark.parametrize("index", range(len(helm_lines())), ids=lambda i: helm_lines()[i][1].line[:60])

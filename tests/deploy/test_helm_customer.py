@@ -412,3 +412,27 @@ def test_upgrade_without_force_does_not_rerun_setup():
         assert "pre-upgrade" not in hook(obj)
     forced = render(CUSTOMER_CHART, merge(MANAGED_WIF, {"setup": {"force": True}}), upgrade=True)
     assert "pre-upgrade" in hook(one(forced, "Job"))
+
+
+# The rules of `mcp-tunnel monitor` (crates/ops) -> the chart's alert for each. Log lines
+# (warnings, errors) have no metric: the monitor alone follows them.
+MONITOR_TO_ALERT = {
+    "burst.ip_validation_failed": "MCPTunnelIPValidationFailures",
+    "burst.tls_handshake_failed": "MCPTunnelTLSHandshakeFailures",
+    "burst.token_rejected": "MCPTunnelTokenRejected",
+    "traffic.request_spike": "MCPTunnelRequestSpike",
+    "traffic.new_route": "MCPTunnelNewRouteTraffic",
+}
+LOG_ONLY_RULES = {"log.error", "log.warning"}
+
+
+def test_every_monitor_rule_with_a_metric_has_an_alert():
+    from k8s import ROOT
+
+    source = (ROOT / "crates" / "ops" / "src" / "monitor" / "mod.rs").read_text()
+    rules = set(re.findall(r'"((?:burst|log|traffic)\.[a-z_]+)"', source))
+    # A rule added to the monitor fails here until it is mapped (or declared log-only).
+    assert rules == set(MONITOR_TO_ALERT) | LOG_ONLY_RULES
+    rule = one(render(CUSTOMER_CHART, CUSTOMER_SETS["managed-wif-everything"]), "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(MONITOR_TO_ALERT.values()) <= alerts
