@@ -183,6 +183,7 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
     cmd.arg("proxy").arg("-config").arg(&config);
     let proxy = LoggedChild::spawn(cmd);
     let proxy_addr = wait_listening(&proxy).await?;
+    let proxy_pid = proxy.child.id().unwrap_or(0);
     let tls = InnerTls::trusting(&[pki.ca_der()])?;
     let secs = Duration::from_secs(args.seconds);
 
@@ -193,16 +194,26 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
         "upstream: minimal MCP responder (hyper, HTTP/1.1) on 127.0.0.1; proxy: release `mcp-tunnel proxy` process"
     );
     println!();
-    println!("| case | path | req/s | p50 µs | p99 µs | vs direct |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "\"proxy CPU\" and \"bench CPU\": user + system CPU time per request of the proxy process and of this process (load generator and responder), from /proc."
+    );
+    println!();
+    println!(
+        "| case | path | req/s | p50 µs | p99 µs | vs direct | proxy CPU µs/req | bench CPU µs/req |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for (conc, label) in [
         (1usize, "tools/call, concurrency 1"),
         (32, "tools/call, concurrency 32"),
     ] {
         let pools = vec![
             Pool::new(conc, || direct_conn(upstream)).await?,
-            Pool::new(conc, || proxy_conn(proxy_addr, tls.http1_only())).await?,
-            Pool::new(conc, || proxy_conn(proxy_addr, tls.clone())).await?,
+            Pool::new(conc, || proxy_conn(proxy_addr, tls.http1_only()))
+                .await?
+                .watching([proxy_pid]),
+            Pool::new(conc, || proxy_conn(proxy_addr, tls.clone()))
+                .await?
+                .watching([proxy_pid]),
         ];
         let [direct, via_h1, via_h2]: [Stats; 3] = compare(pools, secs)
             .await?
@@ -211,6 +222,11 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
         row(label, "direct", &direct, None);
         row(label, "proxy, inner HTTP/1.1", &via_h1, Some(&direct));
         row(label, "proxy, inner h2", &via_h2, Some(&direct));
+        ceiling(
+            label,
+            &direct,
+            &[("inner HTTP/1.1", &via_h1), ("inner h2", &via_h2)],
+        );
     }
     println!();
     println!("| bulk {} MiB | MB/s | vs direct |", args.bulk_mib);
@@ -460,16 +476,38 @@ pub(crate) async fn bulk(mut c: Conn, size: u64) -> anyhow::Result<f64> {
 pub(crate) fn row(case: &str, path: &str, s: &Stats, base: Option<&Stats>) {
     let ratio = base.map_or(1.0, |b| s.rps / b.rps);
     println!(
-        "| {case} | {path} | {:.0} | {} | {} | {ratio:.2} |",
+        "| {case} | {path} | {:.0} | {} | {} | {ratio:.2} | {} | {} |",
         s.rps,
         s.p50.as_micros(),
-        s.p99.as_micros()
+        s.p99.as_micros(),
+        s.tunnel_cpu
+            .map_or("–".into(), |d| d.as_micros().to_string()),
+        s.client_cpu.as_micros(),
     );
     if let Some(b) = base {
         println!(
-            "| {case} | ↳ added p50 | | +{} | +{} | |",
+            "| {case} | ↳ added p50 | | +{} | +{} | | | |",
             s.p50.as_micros() as i128 - b.p50.as_micros() as i128,
             s.p99.as_micros() as i128 - b.p99.as_micros() as i128
+        );
+    }
+}
+
+/// When the machine is CPU-bound (every process shares the same cores), requests/s
+/// scale with the inverse of the CPU spent per request on the whole path, so the ratio
+/// to direct cannot exceed direct's CPU per request over the path's. The second figure
+/// is that bound with a proxy that costs nothing: what the client's own WebSocket and
+/// inner TLS leave for the proxy.
+fn ceiling(case: &str, direct: &Stats, paths: &[(&str, &Stats)]) {
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let base = micros(direct.client_cpu);
+    for (name, s) in paths {
+        let proxy = s.tunnel_cpu.map_or(0.0, micros);
+        let bench = micros(s.client_cpu);
+        println!(
+            "| {case} | ↳ {name}: CPU-bound ceiling vs direct | | | | {:.2} | with a free proxy: {:.2} | |",
+            base / (bench + proxy),
+            base / bench
         );
     }
 }

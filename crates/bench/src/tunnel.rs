@@ -29,8 +29,10 @@ pub async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
         "path: client → edge → connector (4 links) → proxy → minimal MCP responder, each a release process, logs at info"
     );
     println!();
-    println!("| case | path | req/s | p50 µs | p99 µs | vs direct |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "| case | path | req/s | p50 µs | p99 µs | vs direct | tunnel CPU µs/req | bench CPU µs/req |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for (conc, label) in [
         (1usize, "tools/call, concurrency 1"),
         (32, "tools/call, concurrency 32"),
