@@ -7,7 +7,8 @@ pub mod client;
 pub mod db;
 pub mod http_client;
 pub mod ids;
-pub mod jwt;
+/// Workload-identity JWT checks live with the other crypto (and its fuzz target) in pki.
+pub use mcp_tunnel_pki::jwt;
 pub mod launch;
 pub mod password;
 pub mod replicas;

@@ -3,6 +3,7 @@
 
 pub mod crypto;
 pub mod generate;
+pub mod jwt;
 pub mod tls;
 pub mod validate;
 pub mod verifier;
