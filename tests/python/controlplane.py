@@ -54,18 +54,23 @@ class ControlPlane:
         self.config = json.loads((self.data / "config.json").read_text())
         self.org_id = self.config["organization_id"]
         self.ca_file = str(self.data / "edge-ca.pem")
-        self.log = open(workdir / "server.log", "w+")
+        self.workdir, self.server, self.database_url = workdir, server, database_url
+        self.start("server.log")
+        self.ssl = ssl.create_default_context(cafile=self.ca_file)
+
+    def start(self, log_name: str) -> None:
+        """Starts the process (again, after `close`) on the data directory."""
+        self.log = open(self.workdir / log_name, "w+")
         cmd = [str(self.bin), "api", "--data-dir", str(self.data), *self.db_args, "--listen", "127.0.0.1:0"]
-        if server:
+        if self.server:
             cmd[1] = "server"
             cmd += ["--connector-listen", f"127.0.0.1:{self.connector_port}", "--client-listen", "127.0.0.1:0"]
-            if database_url:
+            if self.database_url:
                 cmd += ["--peer-listen", "127.0.0.1:0", "--edge-id", "replica-a"]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.base_url = "https://127.0.0.1:%s" % self.log_field("api listening", "addr").rsplit(":", 1)[1]
-        if server:
+        if self.server:
             self.client_port = int(self.log_field("edge listening", "client").rsplit(":", 1)[1])
-        self.ssl = ssl.create_default_context(cafile=self.ca_file)
 
     def log_field(self, message: str, field: str) -> str:
         """A field of the first JSON log line with this message."""

@@ -73,13 +73,15 @@ impl ApiState {
 
 /// Every API route, without the console.
 pub fn router(state: Arc<ApiState>) -> Router {
-    finish(api_routes().with_state(state))
+    let store = state.store.clone();
+    finish(api_routes().with_state(state), store)
 }
 
 /// Every API route and the console at `/console`.
 pub fn router_with_console(state: Arc<ApiState>, console: console::ConsoleConfig) -> Router {
     let console = console::routes(state.clone(), console);
-    finish(api_routes().with_state(state).merge(console))
+    let store = state.store.clone();
+    finish(api_routes().with_state(state).merge(console), store)
 }
 
 fn api_routes() -> Router<Arc<ApiState>> {
@@ -162,7 +164,7 @@ fn api_routes() -> Router<Arc<ApiState>> {
 }
 
 /// The fallbacks and layers every router gets.
-fn finish(router: Router) -> Router {
+fn finish(router: Router, store: ControlStore) -> Router {
     router
         .fallback(|req: axum::extract::Request| async move {
             let msg = format!("no endpoint {} {}", req.method(), req.uri().path());
@@ -188,6 +190,26 @@ fn finish(router: Router) -> Router {
         })
         .layer(axum::middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(store, hold_store))
+}
+
+/// Holds the store open ([`ControlStore::hold`]) from the start of a request until its
+/// response body has been handed to the connection, so that shutdown lets requests in
+/// flight finish instead of closing the database under them.
+async fn hold_store(
+    axum::extract::State(store): axum::extract::State<ControlStore>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use http_body_util::BodyExt as _;
+    let token = store.hold();
+    let resp = next.run(req).await;
+    resp.map(move |body| {
+        axum::body::Body::new(body.map_frame(move |frame| {
+            let _held = &token;
+            frame
+        }))
+    })
 }
 
 /// Console paths answer people: errors there are pages, not JSON.
@@ -305,8 +327,10 @@ where
             }
         }
         _ = stop.cancelled() => {
+            // Requests in flight finish (within the store's drain limit); idle
+            // keep-alive connections close now.
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            let _ = tokio::time::timeout(crate::store::DRAIN_LIMIT, conn).await;
         }
     }
 }

@@ -15,6 +15,7 @@ mod tunnels;
 mod users;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,6 +23,8 @@ use mcp_tunnel_edge::StoreEvent;
 use mcp_tunnel_pki::validate::CertRuleError;
 use mcp_tunnel_proto::{CaPin, EdgeAddr};
 use tokio::sync::broadcast;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::db::{Db, Dialect};
 use crate::seal::{MasterKey, SealError};
@@ -159,6 +162,11 @@ fn page_of<T>(mut rows: Vec<(i64, T)>, limit: i64) -> Page<T> {
     }
 }
 
+/// How long [`ControlStore::close`] waits for requests still using the store. Every API
+/// request is cut off at 30 s anyway; 25 s fits inside the 30 s a container runtime
+/// usually grants between SIGTERM and SIGKILL.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+
 /// The control plane's state. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ControlStore {
@@ -171,6 +179,8 @@ struct Inner {
     master: MasterKey,
     settings: StoreSettings,
     events: broadcast::Sender<StoreEvent>,
+    /// One token per request in flight; `close` waits for them before closing the pool.
+    users: TaskTracker,
 }
 
 impl ControlStore {
@@ -183,6 +193,7 @@ impl ControlStore {
                 master,
                 settings,
                 events: broadcast::channel(1024).0,
+                users: TaskTracker::new(),
             }),
         }
     }
@@ -193,6 +204,41 @@ impl ControlStore {
 
     pub fn settings(&self) -> &StoreSettings {
         &self.inner.settings
+    }
+
+    /// Marks one piece of work (an API request) as using the store until the token is
+    /// dropped: [`ControlStore::close`] lets it finish before closing the database.
+    pub fn hold(&self) -> TaskTrackerToken {
+        self.inner.users.token()
+    }
+
+    /// True once [`ControlStore::close`] has begun: readiness reports it so that
+    /// balancers stop sending requests to a replica that is going away.
+    pub fn is_closing(&self) -> bool {
+        self.inner.users.is_closed()
+    }
+
+    /// Shuts the store down after the work holding it ([`ControlStore::hold`]) has
+    /// finished, waiting at most [`DRAIN_LIMIT`]. Returns false when work was still
+    /// running at the limit (it then fails with "pool closed").
+    pub async fn close(&self) -> bool {
+        self.close_within(DRAIN_LIMIT).await
+    }
+
+    /// [`ControlStore::close`] with another limit.
+    pub async fn close_within(&self, limit: Duration) -> bool {
+        let users = &self.inner.users;
+        users.close();
+        let drained = tokio::time::timeout(limit, users.wait()).await.is_ok();
+        if !drained {
+            tracing::warn!(
+                in_flight = users.len(),
+                limit_secs = limit.as_secs(),
+                "requests still running at the shutdown limit: closing the database under them"
+            );
+        }
+        self.inner.db.close().await;
+        drained
     }
 
     fn master(&self) -> &MasterKey {

@@ -80,6 +80,11 @@ pub fn settings(max_tunnels: u32) -> StoreSettings {
 }
 
 impl Harness {
+    /// What the process does on SIGTERM: stop accepting and let connections finish.
+    pub fn stop_serving(&self) {
+        self.stop.cancel();
+    }
+
     pub async fn start(backend: Backend) -> Self {
         Self::start_with(backend, Options::default()).await
     }

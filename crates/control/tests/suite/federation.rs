@@ -8,13 +8,13 @@ const ISS: &str = "https://issuer.test";
 const AUD: &str = "https://api.tunnels.test";
 const SUB: &str = "system:serviceaccount:ci:deployer";
 
-struct Setup {
-    issuer: TestIssuer,
-    rule: String,
-    sa: String,
+pub struct Setup {
+    pub issuer: TestIssuer,
+    pub rule: String,
+    pub sa: String,
 }
 
-async fn setup(h: &Harness, jwks_url: Option<String>) -> Setup {
+pub async fn setup(h: &Harness, jwks_url: Option<String>) -> Setup {
     let issuer = TestIssuer::new("k1");
     let sa = h
         .admin(
@@ -48,11 +48,11 @@ async fn setup(h: &Harness, jwks_url: Option<String>) -> Setup {
     Setup { issuer, rule, sa }
 }
 
-fn claims() -> Value {
+pub fn claims() -> Value {
     json!({"iss": ISS, "aud": AUD, "sub": SUB, "iat": now(), "exp": now() + 300})
 }
 
-async fn exchange(h: &Harness, s: &Setup, assertion: &str, extra: Value) -> (u16, Value) {
+pub async fn exchange(h: &Harness, s: &Setup, assertion: &str, extra: Value) -> (u16, Value) {
     let mut body = json!({
         "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "assertion": assertion,

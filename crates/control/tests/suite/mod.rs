@@ -6,6 +6,7 @@ pub mod certs;
 pub mod console;
 pub mod edge;
 pub mod federation;
+pub mod lifecycle;
 pub mod tunnels;
 
 /// Declares one `#[tokio::test]` per suite function for a backend.
@@ -22,7 +23,8 @@ macro_rules! suite_tests {
             federation::federation_jwks_url,
             console::organization_sso_settings, console::users_roles_and_sessions,
             console::console_forms_over_http, console::audit_filters,
-            edge::edge_view, edge::replicas_see_revocations, edge::replica_directory);
+            edge::edge_view, edge::replicas_see_revocations, edge::replica_directory,
+            lifecycle::shutdown_lets_requests_in_flight_finish);
     };
     (@each $backend:expr, $skip:expr; $($m:ident :: $f:ident),* $(,)?) => {
         $(

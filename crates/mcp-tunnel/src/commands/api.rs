@@ -180,7 +180,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
     signals.recv().await;
     tracing::info!("shutting down");
     stop.cancel();
-    store.db().close().await;
+    store.close().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -282,6 +282,6 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     stop.cancel();
     let _ = store.forget_edge_connections(&edge_id).await;
     let _ = store.forget_edge(&edge_id).await;
-    store.db().close().await;
+    store.close().await;
     Ok(ExitCode::SUCCESS)
 }

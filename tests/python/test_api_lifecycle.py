@@ -1,0 +1,119 @@
+"""`mcp-tunnel api` as a process: SIGTERM lets a request in flight finish (answered, its
+audit event written) before the process exits 0."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from controlplane import ControlPlane, Issuer, binary
+
+pytestmark = pytest.mark.skipif(binary() is None, reason="mcp-tunnel binary not built")
+
+SUBJECT = "repo:example/infra:ref:refs/heads/main"
+AUDIENCE = "https://api.tunnels.test"
+JWKS_DELAY = 1.5
+
+
+class SlowJwks:
+    """Serves a JWKS after JWKS_DELAY seconds; `asked` is set when a request arrives."""
+
+    def __init__(self, jwks: dict):
+        asked = self.asked = threading.Event()
+        body = json.dumps(jwks).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                asked.set()
+                time.sleep(JWKS_DELAY)
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def get(cp: ControlPlane, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(cp.base_url + path, context=cp.ssl, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def exchange(cp: ControlPlane, rule_id: str, assertion: str) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        cp.base_url + "/v1/oauth/token", method="POST",
+        data=json.dumps({
+            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion,
+            "federation_rule_id": rule_id, "organization_id": cp.org_id,
+        }).encode(),
+        headers={"content-type": "application/json", "anthropic-beta": "oidc-federation-2026-04-01"},
+    )
+    try:
+        with urllib.request.urlopen(req, context=cp.ssl, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_sigterm_lets_the_request_in_flight_finish(tmp_path):
+    cp = ControlPlane(tmp_path)
+    try:
+        issuer = Issuer()
+        jwks = SlowJwks(issuer.jwks)
+        sa = cp.admin("POST", "/v1/admin/service_accounts", {"name": "ci"})
+        fdis = cp.admin("POST", "/v1/admin/federation/issuers", {"issuer_url": issuer.url, "jwks_url": jwks.url})
+        rule = cp.admin("POST", "/v1/admin/federation/rules", {
+            "issuer_id": fdis["id"], "subject": SUBJECT, "audience": AUDIENCE, "service_account_id": sa["id"],
+        })
+        events_before = cp.admin("GET", "/v1/audit_events?limit=1000")["data"]
+
+        answer = {}
+
+        def call():
+            try:
+                answer["got"] = exchange(cp, rule["id"], issuer.token(SUBJECT, AUDIENCE))
+            except OSError as e:  # what a request cut off by the shutdown sees
+                answer["got"] = (None, repr(e))
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        assert jwks.asked.wait(10), "the API never fetched the JWKS"
+        # The exchange now waits for the identity provider: stop the process under it.
+        cp.proc.send_signal(signal.SIGTERM)
+        worker.join(30)
+        status, body = answer["got"]
+        assert status == 200, body
+        assert body["access_token"].startswith("mtat_") and body["token_type"] == "Bearer"
+        assert cp.proc.wait(timeout=30) == 0
+        # Nothing listens any more.
+        with pytest.raises(OSError):
+            get(cp, "/healthz")
+    finally:
+        cp.close()
+
+    # The exchange's audit event was committed before the database closed.
+    cp.start("restarted.log")
+    try:
+        events = cp.admin("GET", "/v1/audit_events?limit=1000")["data"]
+        assert len(events) == len(events_before) + 1
+        assert events[0]["action"] == "oauth.token_exchange"
+        assert cp.admin("GET", "/v1/audit_events/verify")["valid"] is True
+    finally:
+        cp.close()
