@@ -18,4 +18,6 @@ mod tls_files;
 
 pub use server::{Edge, EdgeConfig, EdgeListeners, EdgeTls};
 pub use store::{EdgeStore, MemoryStore, StoreEvent, TokenCheck, TunnelRecord};
-pub use tls_files::{TlsFileError, server_config_from_files};
+pub use tls_files::{
+    RELOAD_INTERVAL, TlsFileError, server_config_from_files, server_config_reloading,
+};

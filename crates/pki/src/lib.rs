@@ -4,6 +4,7 @@
 pub mod crypto;
 pub mod generate;
 pub mod jwt;
+pub mod reload;
 pub mod tls;
 pub mod validate;
 pub mod verifier;
