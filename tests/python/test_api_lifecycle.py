@@ -1,5 +1,5 @@
-"""`mcp-tunnel api` as a process: SIGTERM lets a request in flight finish (answered, its
-audit event written) before the process exits 0."""
+"""`mcp-tunnel api` as a process: readiness, and SIGTERM letting a request in flight
+finish (answered, its audit event written) before the process exits 0."""
 
 from __future__ import annotations
 
@@ -75,6 +75,7 @@ def exchange(cp: ControlPlane, rule_id: str, assertion: str) -> tuple[int, dict]
 def test_sigterm_lets_the_request_in_flight_finish(tmp_path):
     cp = ControlPlane(tmp_path)
     try:
+        assert get(cp, "/readyz") == (200, "ready\n")
         issuer = Issuer()
         jwks = SlowJwks(issuer.jwks)
         sa = cp.admin("POST", "/v1/admin/service_accounts", {"name": "ci"})

@@ -161,6 +161,39 @@ fn api_routes() -> Router<Arc<ApiState>> {
         .route("/v1/audit_events/export", get(a::export_audit))
         .route("/v1/audit_events/verify", get(a::verify_audit))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+}
+
+/// How long readiness waits for the database's answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `/readyz`: 200 when the database answers a query, 503 when it does not or when the
+/// process is shutting down (so a balancer stops sending it requests).
+async fn ready(
+    axum::extract::State(s): axum::extract::State<Arc<ApiState>>,
+) -> axum::response::Response {
+    use http::StatusCode;
+    let unavailable = |why: &str| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response()
+    };
+    if s.store.is_closing() {
+        return unavailable("shutting down");
+    }
+    match tokio::time::timeout(READY_TIMEOUT, s.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the database did not answer");
+            unavailable("database unavailable")
+        }
+        Err(_) => unavailable(&format!(
+            "database did not answer within {}s",
+            READY_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 /// The fallbacks and layers every router gets.

@@ -241,6 +241,12 @@ impl ControlStore {
         drained
     }
 
+    /// A round trip to the database, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(self.db().pool()).await?;
+        Ok(())
+    }
+
     fn master(&self) -> &MasterKey {
         &self.inner.master
     }

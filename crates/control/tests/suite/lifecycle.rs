@@ -1,5 +1,5 @@
-//! Stopping: shutdown (what SIGTERM does) lets requests in flight finish before the
-//! database is closed.
+//! Start and stop: readiness reflects the database, and shutdown (what SIGTERM does)
+//! lets requests in flight finish before the database is closed.
 
 use std::time::{Duration, Instant};
 
@@ -73,4 +73,21 @@ pub async fn shutdown_lets_requests_in_flight_finish(b: Backend) {
         .send(http::Method::GET, &format!("{}/healthz", h.base), &[], None)
         .await;
     assert!(refused.is_err(), "a request after shutdown was served");
+}
+
+pub async fn readiness_follows_the_database(b: Backend) {
+    let h = Harness::start(b).await;
+    // No credentials, no version header: probes send neither.
+    let (status, body) = h.raw("GET", "/readyz", &[], None).await;
+    assert_eq!((status, body.as_str()), (200, Some("ready\n")));
+    assert_eq!(h.raw("GET", "/healthz", &[], None).await.0, 200);
+
+    // The database goes away under a running API: not ready, but still alive.
+    h.store.db().close().await;
+    let (status, body) = h.raw("GET", "/readyz", &[], None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, Some("not ready: database unavailable\n"))
+    );
+    assert_eq!(h.raw("GET", "/healthz", &[], None).await.0, 200);
 }

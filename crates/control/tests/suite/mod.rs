@@ -24,7 +24,8 @@ macro_rules! suite_tests {
             console::organization_sso_settings, console::users_roles_and_sessions,
             console::console_forms_over_http, console::audit_filters,
             edge::edge_view, edge::replicas_see_revocations, edge::replica_directory,
-            lifecycle::shutdown_lets_requests_in_flight_finish);
+            lifecycle::shutdown_lets_requests_in_flight_finish,
+            lifecycle::readiness_follows_the_database);
     };
     (@each $backend:expr, $skip:expr; $($m:ident :: $f:ident),* $(,)?) => {
         $(
