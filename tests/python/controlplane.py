@@ -42,12 +42,18 @@ class ControlPlane:
         self.data = workdir / "data"
         self.connector_port = free_port() if server else 7844
         key_file = workdir / "admin.key"
-        self.db_args = ["--database-url", database_url] if database_url else []
+        # A PostgreSQL URL (with its password) goes through a file, never argv.
+        self.env = {k: v for k, v in os.environ.items() if k != "MCP_TUNNEL_DATABASE_URL"}
+        if database_url:
+            url_file = workdir / "database-url"
+            url_file.touch(mode=0o600)
+            url_file.write_text(database_url + "\n")
+            self.env["MCP_TUNNEL_DATABASE_URL_FILE"] = str(url_file)
         init = subprocess.run(
-            [str(self.bin), "server", "init", "--data-dir", str(self.data), *self.db_args,
+            [str(self.bin), "server", "init", "--data-dir", str(self.data),
              "--base-domain", "tunnels.test", "--edge-address", f"127.0.0.1:{self.connector_port}",
              "--admin-key-file", str(key_file)],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True, text=True, timeout=60, check=True, env=self.env,
         )
         self.init_output = init.stdout
         self.admin_key = key_file.read_text().strip()
@@ -61,13 +67,13 @@ class ControlPlane:
     def start(self, log_name: str) -> None:
         """Starts the process (again, after `close`) on the data directory."""
         self.log = open(self.workdir / log_name, "w+")
-        cmd = [str(self.bin), "api", "--data-dir", str(self.data), *self.db_args, "--listen", "127.0.0.1:0"]
+        cmd = [str(self.bin), "api", "--data-dir", str(self.data), "--listen", "127.0.0.1:0"]
         if self.server:
             cmd[1] = "server"
             cmd += ["--connector-listen", f"127.0.0.1:{self.connector_port}", "--client-listen", "127.0.0.1:0"]
             if self.database_url:
                 cmd += ["--peer-listen", "127.0.0.1:0", "--edge-id", "replica-a"]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         self.base_url = "https://127.0.0.1:%s" % self.log_field("api listening", "addr").rsplit(":", 1)[1]
         if self.server:
             self.client_port = int(self.log_field("edge listening", "client").rsplit(":", 1)[1])

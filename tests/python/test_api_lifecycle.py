@@ -1,15 +1,19 @@
-"""`mcp-tunnel api` as a process: readiness, and SIGTERM letting a request in flight
-finish (answered, its audit event written) before the process exits 0."""
+"""`mcp-tunnel api` as a process: readiness, SIGTERM letting a request in flight finish
+(answered, its audit event written) before the process exits 0, and a PostgreSQL
+password that stays out of argv and every log line."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import os
+import pathlib
 import signal
-import ssl
+import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -118,3 +122,34 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path):
         assert cp.admin("GET", "/v1/audit_events/verify")["valid"] is True
     finally:
         cp.close()
+
+
+PG = os.environ.get("MCP_TUNNEL_TEST_DATABASE_URL")
+
+
+@pytest.mark.skipif(not PG, reason="MCP_TUNNEL_TEST_DATABASE_URL is not set (PostgreSQL needed)")
+def test_database_password_stays_out_of_argv_and_logs(tmp_path):
+    password = urllib.parse.urlsplit(PG).password
+    assert password, "the test database URL has no password to look for"
+    cp = ControlPlane(tmp_path, database_url=PG)
+    try:
+        assert get(cp, "/readyz") == (200, "ready\n")
+        cmdline = pathlib.Path(f"/proc/{cp.proc.pid}/cmdline").read_bytes()
+        assert password.encode() not in cmdline
+        assert password not in cp.init_output
+    finally:
+        cp.close()
+    assert password not in (tmp_path / "server.log").read_text()
+    # A wrong password: `api` says why it cannot start, without the password.
+    wrong = PG.replace(f":{password}@", ":wrong-pw-zz9@")
+    (tmp_path / "database-url").write_text(wrong + "\n")
+    failed = subprocess.run([str(cp.bin), "api", "--data-dir", str(cp.data), "--listen", "127.0.0.1:0"],
+                            env=cp.env, capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0
+    assert "password authentication failed" in failed.stderr, failed.stderr
+    assert "wrong-pw-zz9" not in failed.stderr + failed.stdout
+    # The URL given twice is refused before anything is opened.
+    twice = subprocess.run([str(cp.bin), "api", "--data-dir", str(cp.data), "--listen", "127.0.0.1:0"],
+                           env={**cp.env, "MCP_TUNNEL_DATABASE_URL": PG}, capture_output=True, text=True, timeout=60)
+    assert twice.returncode != 0 and "given twice" in twice.stderr, twice.stderr
+    assert password not in twice.stderr

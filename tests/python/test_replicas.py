@@ -25,15 +25,15 @@ class SecondReplica(ControlPlane):
     """Another `server` on the first one's data directory and database."""
 
     def __init__(self, first: ControlPlane, workdir):
-        self.bin, self.data, self.db_args = first.bin, first.data, first.db_args
+        self.bin, self.data, self.env = first.bin, first.data, first.env
         self.admin_key, self.org_id, self.ca_file = first.admin_key, first.org_id, first.ca_file
         self.ssl = first.ssl
         self.log = open(workdir / "replica-b.log", "w+")
         self.proc = subprocess.Popen(
-            [str(self.bin), "server", "--data-dir", str(self.data), *self.db_args,
+            [str(self.bin), "server", "--data-dir", str(self.data),
              "--listen", "127.0.0.1:0", "--connector-listen", f"127.0.0.1:{free_port()}",
              "--client-listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--edge-id", "replica-b"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
         )
         self.base_url = "https://127.0.0.1:%s" % self.log_field("api listening", "addr").rsplit(":", 1)[1]
         self.client_port = int(self.log_field("edge listening", "client").rsplit(":", 1)[1])

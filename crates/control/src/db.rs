@@ -32,11 +32,63 @@ pub enum DbError {
 }
 
 /// A connection pool plus what differs between the two databases.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Db {
     pub(crate) pool: AnyPool,
     dialect: Dialect,
     url: String,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dialect", &self.dialect)
+            .field("url", &redact_url(&self.url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with its password (in the user info or a `password=` query parameter)
+/// replaced by `***`, for messages and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = url[..scheme_end].to_owned();
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => out.push_str(&format!("{user}:***@")),
+                None => out.push_str(&format!("{userinfo}@")),
+            }
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    let (before_fragment, fragment) = match tail.find('#') {
+        Some(i) => tail.split_at(i),
+        None => (tail, ""),
+    };
+    match before_fragment.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(before_fragment),
+    }
+    out.push_str(fragment);
+    out
 }
 
 pub(crate) type Tx = Transaction<'static, Any>;
@@ -192,4 +244,79 @@ pub fn create_private_dir(dir: &Path) -> Result<(), DbError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        for (url, want) in [
+            (
+                "postgres://mcpt:s3cr%40t@db.example:5432/mcpt?sslmode=require",
+                "postgres://mcpt:***@db.example:5432/mcpt?sslmode=require",
+            ),
+            (
+                "postgresql://u:p:q@h/db?password=hunter2&application_name=x",
+                "postgresql://u:***@h/db?password=***&application_name=x",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://h/db?PASSWORD=x#frag",
+                "postgres://h/db?PASSWORD=***#frag",
+            ),
+            (
+                "sqlite:///data/control.db?mode=rwc",
+                "sqlite:///data/control.db?mode=rwc",
+            ),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn any_url_loses_its_password() {
+        // Whatever surrounds it, a password in the user info never survives.
+        for prefix in ["postgres://", "postgresql://"] {
+            for host in ["h", "h:5432", "[::1]:5432", "a@b"] {
+                for tail in ["", "/db", "/db?x=1", "?password=zz9", "#f"] {
+                    let url = format!("{prefix}user:zz9@{host}{tail}");
+                    let red = redact_url(&url);
+                    assert!(!red.contains("zz9"), "{url} -> {red}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_errors_do_not_carry_the_password() {
+        // Nothing listens on port 1: the error is about the connection, and neither it
+        // nor the Debug form of anything holding the URL names the password.
+        let url = "postgres://mcpt:pw-zz9-secret@127.0.0.1:1/mcpt?connect_timeout=2";
+        let err = Db::connect(url).await.unwrap_err();
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("pw-zz9-secret"), "{text}");
+        }
+        let bad = "postgres://mcpt:pw-zz9-secret@127.0.0.1:notaport/mcpt";
+        let err = Db::connect(bad).await.unwrap_err();
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("pw-zz9-secret"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn debug_of_an_open_database_hides_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite_dir(dir.path()).await.unwrap();
+        let with_password = Db {
+            url: "postgres://mcpt:pw-zz9-secret@127.0.0.1/mcpt".into(),
+            ..db.clone()
+        };
+        let shown = format!("{with_password:?}");
+        assert!(!shown.contains("pw-zz9-secret"), "{shown}");
+        assert!(shown.contains("mcpt:***@127.0.0.1"), "{shown}");
+        db.close().await;
+    }
 }

@@ -17,7 +17,7 @@ use mcp_tunnel_pki::generate::{self, KeyKind};
 use mcp_tunnel_proto::{CaPin, EdgeAddr};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{Db, create_private_dir};
+use crate::db::{Db, create_private_dir, redact_url};
 use crate::seal::MasterKey;
 use crate::store::{ControlStore, DEFAULT_MAX_TUNNELS, StoreSettings};
 
@@ -31,6 +31,9 @@ pub const API_CERT: &str = "api.pem";
 pub const API_KEY: &str = "api.key";
 /// Environment variable that may hold the master key instead of the file.
 pub const MASTER_KEY_ENV: &str = "MCP_TUNNEL_MASTER_KEY";
+/// Environment variable naming a file that holds the PostgreSQL URL (a mounted secret),
+/// so that a URL with a password appears neither in argv nor in the environment.
+pub const DATABASE_URL_FILE_ENV: &str = "MCP_TUNNEL_DATABASE_URL_FILE";
 
 /// Validity of the TLS certificates `init` issues.
 const EDGE_CA_VALIDITY: Duration = Duration::from_secs(5 * 365 * 86_400);
@@ -41,6 +44,13 @@ const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 pub enum LaunchError {
     #[error("{path} already exists: this data directory is already initialised")]
     AlreadyInitialised { path: String },
+    #[error(
+        "the database URL is given twice: use either --database-url (MCP_TUNNEL_DATABASE_URL) \
+         or {DATABASE_URL_FILE_ENV}"
+    )]
+    DatabaseUrlTwice,
+    #[error("{DATABASE_URL_FILE_ENV} {path}: {reason}")]
+    DatabaseUrlFile { path: String, reason: String },
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
     #[error("cannot read {path}: {reason} (run `mcp-tunnel server init` first?)")]
@@ -84,9 +94,10 @@ impl DataConfig {
 }
 
 /// Options of `server init`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InitOptions {
     pub data_dir: PathBuf,
+    /// May carry a password: never printed (see the `Debug` impl).
     pub database_url: Option<String>,
     pub org_name: String,
     pub base_domain: String,
@@ -95,6 +106,23 @@ pub struct InitOptions {
     /// always included.
     pub api_hosts: Vec<String>,
     pub max_tunnels_per_org: u32,
+}
+
+impl std::fmt::Debug for InitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOptions")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("org_name", &self.org_name)
+            .field("base_domain", &self.base_domain)
+            .field("edge_address", &self.edge_address)
+            .field("api_hosts", &self.api_hosts)
+            .field("max_tunnels_per_org", &self.max_tunnels_per_org)
+            .finish()
+    }
 }
 
 /// What `init` created; the admin key and password are in no file.
@@ -150,6 +178,7 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
     }
     let edge = EdgeAddr::parse(&o.edge_address)
         .map_err(|e| LaunchError::EdgeAddr(o.edge_address.clone(), e.to_string()))?;
+    let database_url = database_url(o.database_url.as_deref())?;
     create_private_dir(&o.data_dir)?;
     let path = |name: &str| o.data_dir.join(name);
     for name in [MASTER_KEY_FILE, CONFIG_FILE] {
@@ -202,7 +231,7 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
         edge_ca_pin: Some(pin),
         max_tunnels_per_org: o.max_tunnels_per_org,
     };
-    let db = open_db(&o.data_dir, o.database_url.as_deref()).await?;
+    let db = open_db(&o.data_dir, database_url.as_deref()).await?;
     let store = ControlStore::new(db, master, settings);
     let boot = store.bootstrap(&o.org_name).await?;
     let (admin, admin_password) = store
@@ -240,6 +269,42 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
         admin_password,
         files,
     })
+}
+
+/// The PostgreSQL URL: `given` (from `--database-url` or `MCP_TUNNEL_DATABASE_URL`),
+/// else the contents of the file named by `MCP_TUNNEL_DATABASE_URL_FILE`, else none
+/// (SQLite).
+pub fn database_url(given: Option<&str>) -> Result<Option<String>, LaunchError> {
+    let file = std::env::var_os(DATABASE_URL_FILE_ENV).filter(|v| !v.is_empty());
+    database_url_from(given, file.as_deref().map(Path::new))
+}
+
+/// [`database_url`] with the file named explicitly.
+pub fn database_url_from(
+    given: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<String>, LaunchError> {
+    let given = given.filter(|u| !u.is_empty());
+    let Some(file) = file else {
+        return Ok(given.map(str::to_owned));
+    };
+    if given.is_some() {
+        return Err(LaunchError::DatabaseUrlTwice);
+    }
+    let bad = |reason: String| LaunchError::DatabaseUrlFile {
+        path: file.display().to_string(),
+        reason,
+    };
+    let text =
+        std::fs::read_to_string(file).map_err(|e| bad(mcp_tunnel_pki::tls::io_reason(&e)))?;
+    let url = text.trim();
+    if url.is_empty() {
+        return Err(bad("the file is empty".into()));
+    }
+    if url.contains(['\n', '\r']) {
+        return Err(bad("the file must hold one line, the URL".into()));
+    }
+    Ok(Some(url.to_owned()))
 }
 
 /// Opens PostgreSQL when a URL is given, else `<data_dir>/control.db`.
@@ -301,6 +366,7 @@ pub async fn open_store(
             (None, n) => n,
         },
     };
-    let db = open_db(data_dir, database_url).await?;
+    let database_url = self::database_url(database_url)?;
+    let db = open_db(data_dir, database_url.as_deref()).await?;
     Ok((ControlStore::new(db, master, settings), config))
 }
