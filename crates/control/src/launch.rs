@@ -35,6 +35,25 @@ pub const MASTER_KEY_ENV: &str = "MCP_TUNNEL_MASTER_KEY";
 /// so that a URL with a password appears neither in argv nor in the environment.
 pub const DATABASE_URL_FILE_ENV: &str = "MCP_TUNNEL_DATABASE_URL_FILE";
 
+/// Where `init` builds the data directory's contents before moving them into place.
+const STAGING_DIR: &str = ".init-staging";
+/// Held (flock) by the `init` at work on a data directory.
+const INIT_LOCK: &str = ".init.lock";
+/// What `init` moves into the data directory, in order: `config.json`, last, is what
+/// makes a data directory initialised.
+const INIT_FILES: [&str; 8] = [
+    MASTER_KEY_FILE,
+    EDGE_CA_CERT,
+    EDGE_CA_KEY,
+    EDGE_CERT,
+    EDGE_KEY,
+    API_CERT,
+    API_KEY,
+    CONFIG_FILE,
+];
+/// The SQLite database and the files SQLite keeps beside it.
+const SQLITE_FILES: [&str; 3] = [crate::db::SQLITE_FILE, "control.db-wal", "control.db-shm"];
+
 /// Validity of the TLS certificates `init` issues.
 const EDGE_CA_VALIDITY: Duration = Duration::from_secs(5 * 365 * 86_400);
 const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
@@ -44,6 +63,14 @@ const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 pub enum LaunchError {
     #[error("{path} already exists: this data directory is already initialised")]
     AlreadyInitialised { path: String },
+    #[error(
+        "{dir} holds {found} but no {CONFIG_FILE}: an earlier `server init` stopped part-way \
+         or the files are someone else's. Nothing was changed; move them away (or use an empty \
+         directory) and run `server init` again"
+    )]
+    PartiallyInitialised { dir: String, found: String },
+    #[error("another `server init` is running on {dir}")]
+    InitBusy { dir: String },
     #[error(
         "the database URL is given twice: use either --database-url (MCP_TUNNEL_DATABASE_URL) \
          or {DATABASE_URL_FILE_ENV}"
@@ -155,6 +182,8 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), LaunchError> {
     }
     let mut f = opts.open(path).map_err(err)?;
     f.write_all(contents.as_bytes()).map_err(err)?;
+    // On disk before the rename that publishes it.
+    f.sync_all().map_err(err)?;
     Ok(())
 }
 
@@ -172,6 +201,14 @@ fn valid_base_domain(d: &str) -> bool {
 }
 
 /// Creates the data directory's contents and bootstraps the organization.
+///
+/// All or nothing: everything is built in `<data_dir>/.init-staging` and moved into
+/// place at the end, `config.json` last. A data directory with `config.json` is
+/// initialised and is refused, unchanged. One with some of init's files but no
+/// `config.json` is refused, unchanged, naming them. A staging directory left by an
+/// init that died is discarded (none of it was ever used). Two inits on one directory
+/// exclude each other with a lock. On PostgreSQL an init that dies after its
+/// transaction leaves an organization nobody holds a key for; it is harmless.
 pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
     if !valid_base_domain(&o.base_domain) {
         return Err(LaunchError::BaseDomain(o.base_domain.clone()));
@@ -180,14 +217,62 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
         .map_err(|e| LaunchError::EdgeAddr(o.edge_address.clone(), e.to_string()))?;
     let database_url = database_url(o.database_url.as_deref())?;
     create_private_dir(&o.data_dir)?;
+    let _lock = InitLock::acquire(&o.data_dir)?;
     let path = |name: &str| o.data_dir.join(name);
-    for name in [MASTER_KEY_FILE, CONFIG_FILE] {
-        if path(name).exists() {
-            return Err(LaunchError::AlreadyInitialised {
-                path: path(name).display().to_string(),
-            });
-        }
+    if path(CONFIG_FILE).exists() {
+        return Err(LaunchError::AlreadyInitialised {
+            path: path(CONFIG_FILE).display().to_string(),
+        });
     }
+    let ours = INIT_FILES.iter().chain(if database_url.is_none() {
+        SQLITE_FILES.iter()
+    } else {
+        [].iter()
+    });
+    let found: Vec<&str> = ours.copied().filter(|n| path(n).exists()).collect();
+    if !found.is_empty() {
+        return Err(LaunchError::PartiallyInitialised {
+            dir: o.data_dir.display().to_string(),
+            found: found.join(", "),
+        });
+    }
+    let staging = path(STAGING_DIR);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| LaunchError::Write {
+            path: staging.display().to_string(),
+            reason: mcp_tunnel_pki::tls::io_reason(&e),
+        })?;
+    }
+    create_private_dir(&staging)?;
+    let report = build(o, &edge, database_url.as_deref(), &staging).await?;
+    let moved: Vec<&str> = SQLITE_FILES
+        .iter()
+        .filter(|n| staging.join(n).exists())
+        .chain(INIT_FILES.iter())
+        .copied()
+        .collect();
+    for name in moved {
+        std::fs::rename(staging.join(name), path(name)).map_err(|e| LaunchError::Write {
+            path: path(name).display().to_string(),
+            reason: mcp_tunnel_pki::tls::io_reason(&e),
+        })?;
+    }
+    sync_dir(&o.data_dir)?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(InitReport {
+        files: INIT_FILES.iter().map(|n| path(n)).collect(),
+        ..report
+    })
+}
+
+/// Writes every file of a data directory into `dir` and bootstraps the organization.
+async fn build(
+    o: &InitOptions,
+    edge: &EdgeAddr,
+    database_url: Option<&str>,
+    dir: &Path,
+) -> Result<InitReport, LaunchError> {
+    let path = |name: &str| dir.join(name);
     let master = MasterKey::generate();
     write(&path(MASTER_KEY_FILE), &(master.to_base64() + "\n"), true)?;
 
@@ -231,13 +316,18 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
         edge_ca_pin: Some(pin),
         max_tunnels_per_org: o.max_tunnels_per_org,
     };
-    let db = open_db(&o.data_dir, database_url.as_deref()).await?;
+    let db = open_db(dir, database_url).await?;
     let store = ControlStore::new(db, master, settings);
-    let boot = store.bootstrap(&o.org_name).await?;
-    let (admin, admin_password) = store
-        .create_bootstrap_admin(&boot.organization_id, BOOTSTRAP_ADMIN_LOGIN)
-        .await?;
+    let made = async {
+        let boot = store.bootstrap(&o.org_name).await?;
+        let admin = store
+            .create_bootstrap_admin(&boot.organization_id, BOOTSTRAP_ADMIN_LOGIN)
+            .await?;
+        Ok::<_, crate::store::ControlError>((boot, admin))
+    }
+    .await;
     store.db().close().await;
+    let (boot, (admin, admin_password)) = made?;
     let config = DataConfig {
         organization_id: boot.organization_id,
         workspace_id: boot.workspace_id,
@@ -248,27 +338,61 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
     };
     let json = serde_json::to_string_pretty(&config).unwrap_or_default() + "\n";
     write(&path(CONFIG_FILE), &json, false)?;
-    let files = [
-        MASTER_KEY_FILE,
-        CONFIG_FILE,
-        EDGE_CA_CERT,
-        EDGE_CA_KEY,
-        EDGE_CERT,
-        EDGE_KEY,
-        API_CERT,
-        API_KEY,
-    ]
-    .iter()
-    .map(|n| path(n))
-    .collect();
     Ok(InitReport {
         config,
         admin_key_id: boot.admin_key_id,
         admin_key: boot.admin_key,
         admin_login: admin.login,
         admin_password,
-        files,
+        files: Vec::new(),
     })
+}
+
+/// Makes the renames into `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), LaunchError> {
+    let r = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    r.map_err(|e| LaunchError::Write {
+        path: dir.display().to_string(),
+        reason: mcp_tunnel_pki::tls::io_reason(&e),
+    })
+}
+
+/// An exclusive lock on a data directory for the duration of `init`; released (and
+/// its file removed) on drop, and by the kernel if the process dies.
+struct InitLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl InitLock {
+    fn acquire(dir: &Path) -> Result<Self, LaunchError> {
+        let path = dir.join(INIT_LOCK);
+        let err = |e: std::io::Error| LaunchError::Write {
+            path: path.display().to_string(),
+            reason: mcp_tunnel_pki::tls::io_reason(&e),
+        };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(&path).map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { path, _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LaunchError::InitBusy {
+                dir: dir.display().to_string(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
+        }
+    }
+}
+
+impl Drop for InitLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The PostgreSQL URL: `given` (from `--database-url` or `MCP_TUNNEL_DATABASE_URL`),
