@@ -16,10 +16,19 @@ import urllib.error
 import urllib.request
 
 import jwt as pyjwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TUNNELS_BETA = "mcp-tunnels-2026-06-22"
+PG_URL = os.environ.get("MCP_TUNNEL_TEST_DATABASE_URL")
+# Suites parametrized over these run once per database (`.ci/setup` starts PostgreSQL).
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.skipif(
+    not PG_URL, reason="MCP_TUNNEL_TEST_DATABASE_URL is not set (PostgreSQL needed)"))]
+
+
+def database_url(backend: str) -> str | None:
+    return PG_URL if backend == "postgres" else None
 
 
 def free_port() -> int:

@@ -1,5 +1,6 @@
 """`mcp-tunnel tunnels|certs|admin` against a running API: credentials from the
-environment or a credentials file, tables and --json, exit codes."""
+environment or a credentials file, tables and --json, exit codes. Once on SQLite and once
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import subprocess
 
 import pytest
 
-from controlplane import ControlPlane, binary, recipe_ca
+from controlplane import BACKENDS, ControlPlane, binary, database_url, recipe_ca
 
 pytestmark = pytest.mark.skipif(binary() is None, reason="mcp-tunnel binary not built")
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("cli"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def cp(request, tmp_path_factory):
+    plane = ControlPlane(tmp_path_factory.mktemp("cli"), database_url=database_url(request.param))
+    plane.backend = request.param
     yield plane
     plane.close()
 
@@ -104,7 +106,9 @@ def test_admin_keys_and_audit(cp, tmp_path):
 def test_init_files_and_refusal(cp):
     modes = {p.name: p.stat().st_mode & 0o777 for p in cp.data.iterdir()}
     assert cp.data.stat().st_mode & 0o777 == 0o700
-    for secret in ("master.key", "edge-ca.key", "edge.key", "api.key", "control.db"):
+    assert ("control.db" in modes) == (cp.backend == "sqlite")
+    assert not [n for n in modes if n.startswith(".init")], modes  # no staging or lock left
+    for secret in ("master.key", "edge-ca.key", "edge.key", "api.key", *(["control.db"] if cp.backend == "sqlite" else [])):
         assert modes[secret] == 0o600, (secret, oct(modes[secret]))
     # Written to --admin-key-file, so not printed: init's output lands in logs.
     assert cp.admin_key.startswith("mtk_") and cp.admin_key not in cp.init_output

@@ -2,7 +2,8 @@
 `client.beta.tunnels` and `client.beta.tunnels.certificates` method, with credentials the
 SDK obtains itself by workload-identity federation (ANTHROPIC_IDENTITY_TOKEN +
 ANTHROPIC_FEDERATION_RULE_ID + ANTHROPIC_ORGANIZATION_ID), and strict response
-validation so that the SDK's models must parse every response."""
+validation so that the SDK's models must parse every response. Once on SQLite and once on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import anthropic
 from anthropic.types.beta import BetaTunnel, BetaTunnelToken
 from anthropic.types.beta.tunnels import BetaTunnelCertificate
 
-from controlplane import ControlPlane, Issuer, binary, recipe_ca
+from controlplane import BACKENDS, ControlPlane, Issuer, binary, database_url, recipe_ca
 
 pytestmark = pytest.mark.skipif(
     binary() is None, reason="mcp-tunnel binary not built (set MCP_TUNNEL_BIN or cargo build -p mcp-tunnel)"
@@ -22,9 +23,9 @@ AUDIENCE = "https://api.tunnels.test"
 SUBJECT = "repo:example/infra:ref:refs/heads/main"
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory):
-    plane = ControlPlane(tmp_path_factory.mktemp("cp"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def cp(request, tmp_path_factory):
+    plane = ControlPlane(tmp_path_factory.mktemp("cp"), database_url=database_url(request.param))
     yield plane
     plane.close()
 
