@@ -97,9 +97,12 @@ pub(crate) struct Args {
     /// Keep the soak's process logs (their directory is printed) instead of deleting them.
     #[arg(long)]
     pub(crate) keep_logs: bool,
-    /// Where `upstream` listens.
+    /// Where `upstream` and `relay` listen.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) listen: SocketAddr,
+    /// Where `relay` forwards each connection.
+    #[arg(long)]
+    pub(crate) to: Option<SocketAddr>,
     /// Seconds per latency/throughput phase.
     #[arg(long, default_value_t = 5)]
     pub(crate) seconds: u64,
@@ -110,11 +113,21 @@ pub(crate) struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !["all", "soak", "profile", "proxy", "tunnel", "upstream"].contains(&args.what.as_str()) {
+    if ![
+        "all", "soak", "profile", "proxy", "tunnel", "upstream", "relay",
+    ]
+    .contains(&args.what.as_str())
+    {
         bail!(
-            "unknown benchmark {:?} (available: all, soak, profile, proxy, tunnel, upstream)",
+            "unknown benchmark {:?} (available: all, soak, profile, proxy, tunnel, upstream, relay)",
             args.what
         );
+    }
+    if args.what == "relay" {
+        let to = args.to.context("relay needs --to ADDR")?;
+        // The proxy's runtime shape: tokio's multi-threaded scheduler, default workers.
+        let rt = tokio::runtime::Runtime::new()?;
+        return rt.block_on(relay(args.listen, to));
     }
     if args.what == "upstream" {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -155,6 +168,42 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args, upstream))
 }
 
+/// A TCP relay that does nothing but copy: the proxy's hops and runtime with none of its
+/// work (no WebSocket, no TLS, no HTTP), as the floor any proxy process adds.
+async fn relay(listen: SocketAddr, to: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("RELAY {}", listener.local_addr()?);
+    loop {
+        let (mut client, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let _ = client.set_nodelay(true);
+            let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await else {
+                return;
+            };
+            let _ = upstream.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
+    }
+}
+
+/// Starts `relay` as its own process in front of `to`.
+async fn start_relay(to: SocketAddr) -> anyhow::Result<(LoggedChild, SocketAddr)> {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.arg("relay").arg("--to").arg(to.to_string());
+    let child = LoggedChild::spawn(cmd);
+    for _ in 0..200 {
+        if let Some(addr) = child
+            .lines()
+            .iter()
+            .find_map(|l| l.strip_prefix("RELAY ")?.parse().ok())
+        {
+            return Ok((child, addr));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("relay did not start:\n{}", child.lines().join("\n"))
+}
+
 fn proxy_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let bin = me.with_file_name("mcp-tunnel");
@@ -184,6 +233,8 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
     let proxy = LoggedChild::spawn(cmd);
     let proxy_addr = wait_listening(&proxy).await?;
     let proxy_pid = proxy.child.id().unwrap_or(0);
+    let (relay, relay_addr) = start_relay(upstream).await?;
+    let relay_pid = relay.child.id().unwrap_or(0);
     let tls = InnerTls::trusting(&[pki.ca_der()])?;
     let secs = Duration::from_secs(args.seconds);
 
@@ -195,7 +246,7 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "\"proxy CPU\" and \"bench CPU\": user + system CPU time per request of the proxy process and of this process (load generator and responder), from /proc."
+        "\"proxy CPU\" and \"bench CPU\": user + system CPU time per request of the proxy (or relay) process and of this process (load generator and responder), from /proc. The plain TCP relay is a process of this binary on the proxy's runtime that only copies bytes: the floor of any proxy's extra hop."
     );
     println!();
     println!(
@@ -208,6 +259,9 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
     ] {
         let pools = vec![
             Pool::new(conc, || direct_conn(upstream)).await?,
+            Pool::new(conc, || direct_conn(relay_addr))
+                .await?
+                .watching([relay_pid]),
             Pool::new(conc, || proxy_conn(proxy_addr, tls.http1_only()))
                 .await?
                 .watching([proxy_pid]),
@@ -215,17 +269,27 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
                 .await?
                 .watching([proxy_pid]),
         ];
-        let [direct, via_h1, via_h2]: [Stats; 3] = compare(pools, secs)
+        let [direct, via_relay, via_h1, via_h2]: [Stats; 4] = compare(pools, secs)
             .await?
             .try_into()
-            .map_err(|_| anyhow::anyhow!("three paths"))?;
+            .map_err(|_| anyhow::anyhow!("four paths"))?;
         row(label, "direct", &direct, None);
+        row(
+            label,
+            "plain TCP relay (copies only)",
+            &via_relay,
+            Some(&direct),
+        );
         row(label, "proxy, inner HTTP/1.1", &via_h1, Some(&direct));
         row(label, "proxy, inner h2", &via_h2, Some(&direct));
         ceiling(
             label,
             &direct,
-            &[("inner HTTP/1.1", &via_h1), ("inner h2", &via_h2)],
+            &[
+                ("plain TCP relay", &via_relay),
+                ("inner HTTP/1.1", &via_h1),
+                ("inner h2", &via_h2),
+            ],
         );
     }
     println!();
@@ -244,6 +308,7 @@ async fn run(args: Args, upstream: SocketAddr) -> anyhow::Result<()> {
         via / direct
     );
     drop(proxy);
+    drop(relay);
     Ok(())
 }
 
