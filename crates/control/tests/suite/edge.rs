@@ -183,8 +183,33 @@ pub async fn replicas_see_revocations(b: Backend) {
     let stop = tokio_util::sync::CancellationToken::new();
     let _task = replica.listen(stop.clone());
     let mut rx = replica.subscribe();
-    // Give LISTEN a moment to be in place.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // LISTEN is in place once a rotation made before it is heard: until then
+    // notifications are lost, and a fixed pause is too short on a loaded machine.
+    let warm = h.create_tunnel("warm-up").await;
+    let warm_id = TunnelId::parse(warm["id"].as_str().unwrap()).unwrap();
+    let heard = StoreEvent::TokenRotated {
+        tunnel_id: warm_id.clone(),
+    };
+    let mut listening = false;
+    for _ in 0..40 {
+        h.admin("POST", &format!("/v1/tunnels/{warm_id}/rotate_token"), None)
+            .await;
+        let wait = tokio::time::sleep(std::time::Duration::from_millis(250));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                ev = rx.recv() => if ev.ok().as_ref() == Some(&heard) {
+                    listening = true;
+                    break;
+                },
+            }
+        }
+        if listening {
+            break;
+        }
+    }
+    assert!(listening, "the replica never heard a notification");
     let t = h.create_tunnel("replicated").await;
     let id = TunnelId::parse(t["id"].as_str().unwrap()).unwrap();
     let started = std::time::Instant::now();
