@@ -16,6 +16,7 @@ macro_rules! suite_tests {
         $crate::suite_tests!(@each $backend, $skip;
             tunnels::tunnel_object_and_headers, tunnels::pagination_newest_first,
             tunnels::tunnel_limit_per_org, tunnels::token_reveal_rotate_archive,
+            tunnels::archived_domain_stays_taken,
             certs::certificate_lifecycle, certs::certificate_refusals_name_the_rule,
             auth::authorization_matrix, auth::expired_key_and_rate_limit,
             audit::audit_chain_detects_tampering,

@@ -303,3 +303,31 @@ pub async fn token_reveal_rotate_archive(b: Backend) {
         3
     );
 }
+
+/// An archived tunnel keeps its domain for ever: it is still listed with it, and the
+/// database refuses any other tunnel that would take it.
+pub async fn archived_domain_stays_taken(b: Backend) {
+    let h = Harness::start(b).await;
+    let t = h.create_tunnel("retired").await;
+    let id = t["id"].as_str().unwrap();
+    h.admin("POST", &format!("/v1/tunnels/{id}/archive"), None)
+        .await;
+    let listed = h
+        .admin("GET", "/v1/tunnels?include_archived=true", None)
+        .await;
+    assert_eq!(listed["data"][0]["domain"], t["domain"]);
+    let copy = sqlx::query(
+        "INSERT INTO tunnels (id, org_id, workspace_id, display_name, domain, created_at, \
+         archived_at, token_id, token_hash, token_sealed, token_created_at) \
+         SELECT 'tnl_copy', org_id, workspace_id, NULL, domain, created_at, NULL, 'ttkn_copy', \
+         token_hash, token_sealed, token_created_at FROM tunnels WHERE id = $1",
+    )
+    .bind(id)
+    .execute(h.store.db().pool())
+    .await;
+    let err = copy.expect_err("a second tunnel took an archived tunnel's domain");
+    assert!(err.to_string().to_lowercase().contains("unique"), "{err}");
+    // Fresh tunnels get fresh domains.
+    let next = h.create_tunnel("next").await;
+    assert_ne!(next["domain"], t["domain"]);
+}
