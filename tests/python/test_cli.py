@@ -122,3 +122,31 @@ def test_init_files_and_refusal(cp):
     again = subprocess.run([str(cp.bin), "server", "init", "--data-dir", str(cp.data), "--base-domain",
                             "tunnels.test", "--edge-address", "127.0.0.1:7844"], capture_output=True, text=True)
     assert again.returncode != 0 and "already initialised" in again.stderr
+
+
+def test_init_refuses_a_taken_secret_path_before_initialising(tmp_path):
+    """A taken --admin-key-file/--admin-password-file fails init while nothing has happened:
+    otherwise the admin key would be made, not written, and not made again."""
+    bin_ = binary()
+    data = tmp_path / "data"
+    taken = tmp_path / "taken"
+    taken.write_text("somebody else's file\n")
+    base = [str(bin_), "server", "init", "--data-dir", str(data), "--base-domain", "tunnels.test",
+            "--edge-address", "127.0.0.1:7844"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_TUNNEL_")}
+    for flags in (["--admin-key-file", str(taken)],
+                  ["--admin-key-file", str(tmp_path / "key"), "--admin-password-file", str(taken)]):
+        out = subprocess.run(base + flags, capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode != 0 and str(taken) in out.stderr, out.stderr
+        assert not (data / "config.json").exists()
+        assert not (tmp_path / "key").exists(), "a claimed file is given back"
+        assert taken.read_text() == "somebody else's file\n"
+    # The same command with free paths then initialises, and writes both secrets.
+    ok = subprocess.run(base + ["--admin-key-file", str(tmp_path / "key"),
+                                "--admin-password-file", str(tmp_path / "password")],
+                        capture_output=True, text=True, env=env, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "key").read_text().startswith("mtk_")
+    assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "password").read_text().strip()
+    assert "not printed" in ok.stdout

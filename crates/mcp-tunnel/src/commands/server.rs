@@ -92,6 +92,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
+    // The secret files are claimed before anything is initialised: a path that is taken
+    // must fail the command while nothing has happened, not after init has made a key
+    // that could then be neither written nor made again.
+    let key_file = a
+        .admin_key_file
+        .as_deref()
+        .map(|p| SecretFile::claim("--admin-key-file", p))
+        .transpose()?;
+    let password_file = match a.admin_password_file.as_deref() {
+        Some(p) => match SecretFile::claim("--admin-password-file", p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                key_file.into_iter().for_each(SecretFile::release);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let report = launch::init(&InitOptions {
         data_dir: a.data_dir.clone(),
         database_url: a.database_url.clone(),
@@ -101,17 +119,19 @@ async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
         api_hosts: a.api_hosts.clone(),
         max_tunnels_per_org: a.max_tunnels,
     })
-    .await?;
-    if let Some(path) = &a.admin_key_file {
-        write_secret("--admin-key-file", path, report.admin_key.expose())?;
-    }
-    if let Some(path) = &a.admin_password_file {
-        write_secret(
-            "--admin-password-file",
-            path,
-            report.admin_password.expose(),
-        )?;
-    }
+    .await;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            key_file.into_iter().for_each(SecretFile::release);
+            password_file.into_iter().for_each(SecretFile::release);
+            return Err(e.into());
+        }
+    };
+    // A secret that cannot be written is printed instead: init has happened and will not
+    // make it again.
+    let key_written = key_file.is_some_and(|f| f.fill(report.admin_key.expose()));
+    let password_written = password_file.is_some_and(|f| f.fill(report.admin_password.expose()));
     let mut out = std::io::stdout().lock();
     writeln!(out, "Initialised {}", a.data_dir.display())?;
     writeln!(out, "organization_id: {}", report.config.organization_id)?;
@@ -120,7 +140,7 @@ async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "edge_address:    {}", report.config.edge_address)?;
     // A secret written to a file is not also printed: init's output ends up in
     // terminals, CI logs and `docker compose` output.
-    match &a.admin_key_file {
+    match a.admin_key_file.as_ref().filter(|_| key_written) {
         Some(path) => writeln!(
             out,
             "admin API key ({}): written to {} (0600), not printed",
@@ -136,7 +156,7 @@ async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", report.admin_key.expose())?;
         }
     }
-    match &a.admin_password_file {
+    match a.admin_password_file.as_ref().filter(|_| password_written) {
         Some(path) => writeln!(
             out,
             "console sign-in (/console): login {:?}, password written to {} (0600), not printed",
@@ -158,19 +178,57 @@ async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_secret(flag: &str, path: &std::path::Path, value: &str) -> anyhow::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+/// A file claimed (created empty, mode 0600, never over an existing one) for a secret
+/// that does not exist yet.
+struct SecretFile {
+    flag: &'static str,
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl SecretFile {
+    fn claim(flag: &'static str, path: &std::path::Path) -> anyhow::Result<Self> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts
+            .open(path)
+            .with_context(|| format!("{flag} {}", path.display()))?;
+        Ok(Self {
+            flag,
+            path: path.to_owned(),
+            file,
+        })
     }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("{flag} {}", path.display()))?;
-    f.write_all(format!("{value}\n").as_bytes())?;
-    Ok(())
+
+    /// Writes the secret; false (and the file removed) if that failed.
+    fn fill(mut self, value: &str) -> bool {
+        let written = self
+            .file
+            .write_all(format!("{value}\n").as_bytes())
+            .and_then(|()| self.file.sync_all());
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "warning: {} {}: {e}; the secret is printed below instead",
+                    self.flag,
+                    self.path.display()
+                );
+                let _ = std::fs::remove_file(&self.path);
+                false
+            }
+        }
+    }
+
+    /// Gives the path back: nothing was initialised.
+    fn release(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
