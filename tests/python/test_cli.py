@@ -150,3 +150,7 @@ def test_init_refuses_a_taken_secret_path_before_initialising(tmp_path):
     assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "password").read_text().strip()
     assert "not printed" in ok.stdout
+    # A re-run with the same (now existing) files names the real reason.
+    again = subprocess.run(base + ["--admin-key-file", str(tmp_path / "key")],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode != 0 and "already initialised" in again.stderr, again.stderr

@@ -94,7 +94,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
     // The secret files are claimed before anything is initialised: a path that is taken
     // must fail the command while nothing has happened, not after init has made a key
-    // that could then be neither written nor made again.
+    // that could then be neither written nor made again. An initialised directory is
+    // still reported as such first (a re-run names the real reason).
+    let config = a.data_dir.join(launch::CONFIG_FILE);
+    if config.exists() {
+        return Err(launch::LaunchError::AlreadyInitialised {
+            path: config.display().to_string(),
+        }
+        .into());
+    }
     let key_file = a
         .admin_key_file
         .as_deref()
