@@ -1,4 +1,4 @@
-"""`mcp-tunnel api` as a process: readiness, SIGTERM letting a request in flight finish
+"""`mcp-tunnel api` (and `server`) as a process: readiness, SIGTERM letting a request in flight finish
 (answered, its audit event written) before the process exits 0, and a PostgreSQL
 password that stays out of argv and every log line."""
 
@@ -76,8 +76,10 @@ def exchange(cp: ControlPlane, rule_id: str, assertion: str) -> tuple[int, dict]
         return e.code, json.loads(e.read())
 
 
-def test_sigterm_lets_the_request_in_flight_finish(tmp_path):
-    cp = ControlPlane(tmp_path)
+@pytest.mark.parametrize("role", ["api", "server"])
+def test_sigterm_lets_the_request_in_flight_finish(tmp_path, role):
+    # `server` stops its edge first, then drains the API the same way `api` does.
+    cp = ControlPlane(tmp_path, server=role == "server")
     try:
         assert get(cp, "/readyz") == (200, "ready\n")
         issuer = Issuer()
