@@ -1,6 +1,7 @@
-//! The few Kubernetes REST calls the security operations need: read and delete Secrets
-//! (`/api/v1/namespaces/{ns}/secrets/{name}`), with a bearer token, as kubectl does. In a
-//! pod the defaults come from the service account mount; outside, from flags.
+//! The few Kubernetes REST calls the security operations need: read, update and delete
+//! Secrets (`/api/v1/namespaces/{ns}/secrets/{name}`), with a bearer token, as kubectl
+//! does, over setup's [`SecretsApi`]. In a pod the defaults come from the service account
+//! mount; outside, from flags.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use base64::Engine as _;
 use http::Method;
 use mcp_tunnel_control::http_client::{HttpClient, HttpError};
 use mcp_tunnel_pki::crypto::Secret;
+use mcp_tunnel_setup::k8s::{ApiAnswer, ApiCallError, SecretsApi, api_message};
 
 /// The service account mount of a pod.
 pub const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -46,17 +48,15 @@ pub struct KubeOptions {
 
 #[derive(Debug, Clone)]
 pub struct KubeClient {
-    base: String,
-    token: Option<Secret>,
+    api: SecretsApi,
     pub namespace: String,
-    http: HttpClient,
 }
 
 impl KubeClient {
     pub fn new(o: &KubeOptions) -> Result<Self, KubeError> {
         let sa = Path::new(SA_DIR);
         let base = match &o.api_url {
-            Some(u) => u.trim_end_matches('/').to_owned(),
+            Some(u) => u.clone(),
             None => {
                 let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
                     KubeError::Config(
@@ -101,71 +101,34 @@ impl KubeClient {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "default".into()),
         };
+        let http = HttpClient::new(ca.as_deref())?.with_timeout(Duration::from_secs(20));
         Ok(Self {
-            base,
-            token,
+            api: SecretsApi::new(&base, token, namespace.clone(), http),
             namespace,
-            http: HttpClient::new(ca.as_deref())?.with_timeout(Duration::from_secs(20)),
         })
     }
 
-    /// The Secret's URL path; names are DNS-1123 subdomains, so nothing else can reach
-    /// the path.
-    fn secret_path(&self, name: &str) -> Result<String, KubeError> {
-        for (what, v) in [
-            ("Secret name", name),
-            ("namespace", self.namespace.as_str()),
-        ] {
-            let ok = !v.is_empty()
-                && v.len() <= 253
-                && v.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                })
-                && !v.starts_with(['-', '.'])
-                && !v.ends_with(['-', '.']);
-            if !ok {
-                return Err(KubeError::Config(format!(
-                    "invalid {what} {v:?} (lowercase letters, digits, '-' and '.')"
-                )));
-            }
-        }
-        Ok(format!(
-            "/api/v1/namespaces/{}/secrets/{}",
-            self.namespace, name
-        ))
-    }
-
-    async fn send(&self, method: Method, path: &str) -> Result<(u16, Vec<u8>), KubeError> {
-        self.send_body(method, path, None).await
-    }
-
-    async fn send_body(
+    async fn send(
         &self,
         method: Method,
-        path: &str,
+        name: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(u16, Vec<u8>), KubeError> {
-        let mut headers = vec![("accept", "application/json".to_owned())];
-        if let Some(t) = &self.token {
-            headers.push(("authorization", format!("Bearer {}", t.expose())));
-        }
-        let resp = self
-            .http
-            .send(method, &format!("{}{path}", self.base), &headers, body)
-            .await?;
-        Ok((resp.status.as_u16(), resp.body.to_vec()))
+    ) -> Result<ApiAnswer, KubeError> {
+        self.api
+            .call(method, name, body)
+            .await
+            .map_err(|e| match e {
+                ApiCallError::Http { source, .. } => KubeError::Http(source),
+                other => KubeError::Config(other.to_string()),
+            })
     }
 
-    fn status_error(method: &str, path: &str, status: u16, body: &[u8]) -> KubeError {
-        let message = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+    fn status_error(method: &str, a: &ApiAnswer) -> KubeError {
         KubeError::Status {
             method: method.into(),
-            path: path.into(),
-            status,
-            message,
+            path: a.path.clone(),
+            status: a.status,
+            message: api_message(&a.body),
         }
     }
 
@@ -174,15 +137,14 @@ impl KubeClient {
         &self,
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, KubeError> {
-        let path = self.secret_path(name)?;
-        let (status, body) = self.send(Method::GET, &path).await?;
-        match status {
+        let a = self.send(Method::GET, name, None).await?;
+        match a.status {
             200 => {}
             404 => return Ok(None),
-            s => return Err(Self::status_error("GET", &path, s, &body)),
+            _ => return Err(Self::status_error("GET", &a)),
         }
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| KubeError::Config(format!("GET {path}: not JSON ({e})")))?;
+        let v: serde_json::Value = serde_json::from_slice(&a.body)
+            .map_err(|e| KubeError::Config(format!("GET {}: not JSON ({e})", a.path)))?;
         let mut out = BTreeMap::new();
         for (k, val) in v["data"].as_object().into_iter().flatten() {
             let s = val.as_str().unwrap_or("");
@@ -205,36 +167,34 @@ impl KubeClient {
         name: &str,
         updates: &[(&str, &[u8])],
     ) -> Result<(), KubeError> {
-        let path = self.secret_path(name)?;
-        let (status, body) = self.send(Method::GET, &path).await?;
-        if status != 200 {
-            return Err(Self::status_error("GET", &path, status, &body));
+        let a = self.send(Method::GET, name, None).await?;
+        if a.status != 200 {
+            return Err(Self::status_error("GET", &a));
         }
-        let mut obj: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| KubeError::Config(format!("GET {path}: not JSON ({e})")))?;
+        let mut obj: serde_json::Value = serde_json::from_slice(&a.body)
+            .map_err(|e| KubeError::Config(format!("GET {}: not JSON ({e})", a.path)))?;
         if !obj["data"].is_object() {
             obj["data"] = serde_json::json!({});
         }
         for (k, v) in updates {
             obj["data"][*k] = base64::engine::general_purpose::STANDARD.encode(v).into();
         }
-        let (status, body) = self
-            .send_body(Method::PUT, &path, Some(obj.to_string().into_bytes()))
+        let a = self
+            .send(Method::PUT, name, Some(obj.to_string().into_bytes()))
             .await?;
-        match status {
+        match a.status {
             200 | 201 => Ok(()),
-            s => Err(Self::status_error("PUT", &path, s, &body)),
+            _ => Err(Self::status_error("PUT", &a)),
         }
     }
 
     /// Deletes a Secret; `Ok(false)` when it was already gone (`--ignore-not-found`).
     pub async fn delete_secret(&self, name: &str) -> Result<bool, KubeError> {
-        let path = self.secret_path(name)?;
-        let (status, body) = self.send(Method::DELETE, &path).await?;
-        match status {
+        let a = self.send(Method::DELETE, name, None).await?;
+        match a.status {
             200 | 202 => Ok(true),
             404 => Ok(false),
-            s => Err(Self::status_error("DELETE", &path, s, &body)),
+            _ => Err(Self::status_error("DELETE", &a)),
         }
     }
 }

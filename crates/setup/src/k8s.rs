@@ -63,6 +63,8 @@ pub enum K8sError {
     Conflict { namespace: String, name: String },
     #[error("Kubernetes API returned an unexpected answer for Secret {name}: {reason}")]
     Shape { name: String, reason: String },
+    #[error("Secret {name}: {reason}")]
+    BadName { name: String, reason: String },
 }
 
 /// How to reach the API server and as whom.
@@ -120,12 +122,129 @@ impl K8sConfig {
     }
 }
 
+/// The Secrets of one namespace on a Kubernetes API server, reached with a bearer token:
+/// the one HTTP path to Secrets for setup (`k8s-secret:`) and for the security
+/// operations (doctor, rotate, teardown).
+#[derive(Debug, Clone)]
+pub struct SecretsApi {
+    /// `https://host:port`, no trailing slash.
+    base: String,
+    token: Option<Secret>,
+    namespace: String,
+    http: HttpClient,
+}
+
+/// What the API server answered to one call.
+#[derive(Debug)]
+pub struct ApiAnswer {
+    /// The Secret's URL path, for error messages.
+    pub path: String,
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Why a call could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiCallError {
+    #[error("invalid {what} {value:?} (lowercase letters, digits, '-' and '.')")]
+    InvalidName { what: &'static str, value: String },
+    #[error("Kubernetes API {method} {path}: {source}")]
+    Http {
+        method: Method,
+        path: String,
+        #[source]
+        source: HttpError,
+    },
+}
+
+impl SecretsApi {
+    pub fn new(api_url: &str, token: Option<Secret>, namespace: String, http: HttpClient) -> Self {
+        Self {
+            base: api_url.trim_end_matches('/').to_owned(),
+            token,
+            namespace,
+            http,
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The Secret's URL path. Names and namespaces are DNS-1123 subdomains, so nothing
+    /// else can reach the path.
+    pub fn path(&self, name: &str) -> Result<String, ApiCallError> {
+        for (what, v) in [
+            ("Secret name", name),
+            ("namespace", self.namespace.as_str()),
+        ] {
+            let ok = !v.is_empty()
+                && v.len() <= 253
+                && v.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && !v.starts_with(['-', '.'])
+                && !v.ends_with(['-', '.']);
+            if !ok {
+                return Err(ApiCallError::InvalidName {
+                    what,
+                    value: v.to_owned(),
+                });
+            }
+        }
+        Ok(format!(
+            "/api/v1/namespaces/{}/secrets/{name}",
+            self.namespace
+        ))
+    }
+
+    /// One call on the Secret `name`; any HTTP status is an answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        name: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<ApiAnswer, ApiCallError> {
+        let path = self.path(name)?;
+        let mut headers = vec![("accept", "application/json".to_owned())];
+        if let Some(t) = &self.token {
+            headers.push(("authorization", format!("Bearer {}", t.expose())));
+        }
+        let resp = self
+            .http
+            .send(
+                method.clone(),
+                &format!("{}{path}", self.base),
+                &headers,
+                body,
+            )
+            .await
+            .map_err(|source| ApiCallError::Http {
+                method,
+                path: path.clone(),
+                source,
+            })?;
+        Ok(ApiAnswer {
+            path,
+            status: resp.status.as_u16(),
+            body: resp.body.to_vec(),
+        })
+    }
+}
+
+/// The `message` of a Kubernetes `Status` body, else the start of the body.
+pub fn api_message(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
+}
+
 /// One Secret, read and updated through the API.
 #[derive(Debug)]
 pub struct K8sSecret {
-    config: K8sConfig,
+    api: SecretsApi,
     name: String,
-    http: HttpClient,
     /// The object as last read, for the next update.
     last: Mutex<Option<Value>>,
 }
@@ -139,66 +258,56 @@ impl K8sSecret {
                 reason: e.to_string(),
             }
         })?;
+        let api = SecretsApi::new(&config.api_url, Some(config.token), config.namespace, http);
+        api.path(&name).map_err(|e| K8sError::BadName {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
-            config,
+            api,
             name,
-            http,
             last: Mutex::new(None),
         })
     }
 
     pub fn describe(&self) -> String {
-        format!("{}/{}", self.config.namespace, self.name)
-    }
-
-    fn path(&self) -> String {
-        format!(
-            "/api/v1/namespaces/{}/secrets/{}",
-            self.config.namespace, self.name
-        )
+        format!("{}/{}", self.api.namespace(), self.name)
     }
 
     async fn send(&self, method: Method, body: Option<&Value>) -> Result<(u16, Value), K8sError> {
-        let path = self.path();
-        let headers = [
-            (
-                "authorization",
-                format!("Bearer {}", self.config.token.expose()),
-            ),
-            ("accept", "application/json".to_owned()),
-        ];
-        let resp = self
-            .http
-            .send(
+        let answer = self
+            .api
+            .call(
                 method.clone(),
-                &format!("{}{path}", self.config.api_url),
-                &headers,
+                &self.name,
                 body.map(|b| b.to_string().into_bytes()),
             )
             .await
-            .map_err(|source| K8sError::Http {
-                method: method.clone(),
-                path: path.clone(),
-                source,
+            .map_err(|e| match e {
+                ApiCallError::Http {
+                    method,
+                    path,
+                    source,
+                } => K8sError::Http {
+                    method,
+                    path,
+                    source,
+                },
+                other => self.shape(&other.to_string()),
             })?;
-        let status = resp.status.as_u16();
-        let value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-        match status {
-            200..=299 => Ok((status, value)),
+        let value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        match answer.status {
+            200..=299 | 409 => Ok((answer.status, value)),
             404 => Err(K8sError::NotFound {
-                namespace: self.config.namespace.clone(),
+                namespace: self.api.namespace().to_owned(),
                 name: self.name.clone(),
             }),
-            409 => Ok((status, value)),
-            _ => Err(K8sError::Refused {
+            status => Err(K8sError::Refused {
                 method,
-                namespace: self.config.namespace.clone(),
+                namespace: self.api.namespace().to_owned(),
                 name: self.name.clone(),
                 status,
-                message: value["message"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| String::from_utf8_lossy(&resp.body).into_owned()),
+                message: api_message(&answer.body),
             }),
         }
     }
@@ -247,7 +356,7 @@ impl K8sSecret {
             return Ok(());
         }
         Err(K8sError::Conflict {
-            namespace: self.config.namespace.clone(),
+            namespace: self.api.namespace().to_owned(),
             name: self.name.clone(),
         })
     }
