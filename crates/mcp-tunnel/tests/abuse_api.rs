@@ -1,7 +1,9 @@
 //! Bad input at the control plane's API listener (issue 9), against a real
 //! `mcp-tunnel api` process over HTTPS: TLS garbage, slowloris before and after the TLS
 //! handshake, oversized and too many headers, and request bodies far beyond the 64 KiB
-//! limit (refused with a 400 naming the limit). Each ends in a bounded, clear failure; the API keeps answering throughout.
+//! limit (refused with a 400 naming the limit), and more connections than its caps (in
+//! all: they wait; from one address: closed at once). Each ends in a bounded, clear
+//! failure; the API keeps answering throughout.
 //!
 //! The listener's deadlines are fixed at 10s (TLS handshake, then each request head), so
 //! the slowloris test waits one of them out, for three clients at a time.
@@ -30,7 +32,11 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Self {
-        let cp = ControlPlane::start(false).await;
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Self {
+        let cp = ControlPlane::start_with(false, extra).await;
         let addr = cp
             .url
             .trim_start_matches("https://")
@@ -56,6 +62,26 @@ impl Fixture {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         let roots = mcp_tunnel_pki::tls::load_certs(&self.cp.ca_file).unwrap();
         tls_http1(tcp, roots, "localhost").await
+    }
+
+    /// A TLS handshake on a new connection, without asserting its outcome.
+    async fn try_tls(&self) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in mcp_tunnel_pki::tls::load_certs(&self.cp.ca_file).unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(mcp_tunnel_pki::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(
+                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
     }
 
     fn head(&self, method: &str, path: &str, extra: &str) -> String {
@@ -258,4 +284,56 @@ async fn silent_after_tls_and_stalled_body_are_cut_off() {
         before,
         "a tunnel was created from a half-sent body"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_than_its_share_of_connections() {
+    let fx = Fixture::start_with(&["--max-connections-per-source", "3"]).await;
+    // The fixture's own check may leave a pooled connection closing: let it go.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    let mut refused = false;
+    for _ in 0..6 {
+        match tokio::time::timeout(Duration::from_secs(3), fx.try_tls()).await {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(_)) => {
+                refused = true;
+                break;
+            }
+            Err(_) => panic!("a connection over the share must be closed, not left waiting"),
+        }
+    }
+    assert!(refused, "a 4th connection from one address was served");
+    assert!(
+        (2..=3).contains(&held.len()),
+        "held {} connections with a share of 3",
+        held.len()
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fx.still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_total_wait_for_a_free_slot() {
+    let fx = std::sync::Arc::new(Fixture::start_with(&["--max-connections", "3"]).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    let waiting = loop {
+        let f = fx.clone();
+        let mut attempt = tokio::spawn(async move { f.try_tls().await });
+        match tokio::time::timeout(Duration::from_millis(1500), &mut attempt).await {
+            Ok(done) => held.push(done.unwrap().expect("served below the cap")),
+            Err(_) => break attempt,
+        }
+        assert!(held.len() <= 3, "more than 3 connections served at once");
+    };
+    assert!((2..=3).contains(&held.len()), "held {}", held.len());
+    // One ends: the waiting connection is accepted and its handshake completes.
+    held.pop();
+    let served = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting connection was never accepted")
+        .unwrap();
+    assert!(served.is_ok(), "{served:?}");
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod auth;
+mod conns;
 pub mod console;
 mod deadline;
 mod error;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service as _;
 
 pub use auth::{API_VERSION, FEDERATION_BETA, SourceAddr, TUNNELS_BETA};
+pub use conns::ConnLimits;
 pub use error::ApiError;
 
 use crate::http_client::HttpClient;
@@ -274,12 +276,28 @@ pub async fn serve(
     router: Router,
     stop: CancellationToken,
 ) {
+    serve_with_limits(listener, tls, router, stop, ConnLimits::default()).await;
+}
+
+/// [`serve`] with its limits on open connections ([`ConnLimits`]).
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    stop: CancellationToken,
+    limits: ConnLimits,
+) {
+    let conns = conns::ConnCounter::new(limits);
     let acceptor = tls.map(|c| {
         let mut c = (*c).clone();
         c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         TlsAcceptor::from(Arc::new(c))
     });
     loop {
+        let total = tokio::select! {
+            _ = stop.cancelled() => return,
+            slot = conns.ready() => slot,
+        };
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
@@ -291,10 +309,15 @@ pub async fn serve(
                 }
             },
         };
+        let Some(slot) = conns.admit(total, peer.ip()) else {
+            tracing::debug!(%peer, "api connection refused: too many open from this address");
+            continue;
+        };
         let router = router.clone();
         let acceptor = acceptor.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match acceptor {
                 Some(a) => {
                     let tls = match tokio::time::timeout(CLIENT_DEADLINE, a.accept(tcp)).await {

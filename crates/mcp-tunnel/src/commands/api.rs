@@ -48,6 +48,12 @@ pub struct ControlArgs {
     /// Failed authentications per source address and minute before 429.
     #[arg(long, default_value_t = 30)]
     pub failed_auth_per_minute: u32,
+    /// Connections the API serves at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = api::ConnLimits::default().total as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Connections one source address may hold open; more are closed at once.
+    #[arg(long, default_value_t = api::ConnLimits::default().per_source as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_source: u32,
     /// Log level (error, warn, info, debug).
     #[arg(long, default_value = "info")]
     pub loglevel: String,
@@ -138,7 +144,17 @@ pub async fn start(args: &ControlArgs, stop: &CancellationToken) -> anyhow::Resu
         limits,
     };
     let router = api::router_with_console(state, console);
-    tokio::spawn(api::serve(listener, tls, router, stop.clone()));
+    let conn_limits = api::ConnLimits {
+        total: args.max_connections as usize,
+        per_source: args.max_connections_per_source as usize,
+    };
+    tokio::spawn(api::serve_with_limits(
+        listener,
+        tls,
+        router,
+        stop.clone(),
+        conn_limits,
+    ));
     tokio::spawn(purge_access_tokens(store.clone(), stop.clone()));
     tokio::spawn(purge_sessions(store.clone(), limits, stop.clone()));
     Ok(store)

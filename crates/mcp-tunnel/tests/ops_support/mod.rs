@@ -29,6 +29,12 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// `server init`, then `server` (edge + API) when `with_edge`, else `api`.
     pub async fn start(with_edge: bool) -> Self {
+        Self::start_with(with_edge, &[]).await
+    }
+
+    /// [`ControlPlane::start`] with extra flags for the `api`/`server` process.
+    #[allow(dead_code)] // not every test binary that includes this module uses it
+    pub async fn start_with(with_edge: bool, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("control");
         let key_file = dir.path().join("admin.key");
@@ -67,6 +73,7 @@ impl ControlPlane {
                 .arg(&data)
                 .args(["--listen", "127.0.0.1:0"]);
         }
+        cmd.args(extra);
         let process = LoggedChild::spawn(cmd);
         let line = process
             .wait_for(Duration::from_secs(30), |l| l.contains("\"api listening\""))
