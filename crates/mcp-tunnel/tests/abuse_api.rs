@@ -67,21 +67,8 @@ impl Fixture {
     /// A TLS handshake on a new connection, without asserting its outcome.
     async fn try_tls(&self) -> std::io::Result<TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(self.addr).await?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in mcp_tunnel_pki::tls::load_certs(&self.cp.ca_file).unwrap() {
-            roots.add(cert).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(mcp_tunnel_pki::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-            .connect(
-                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp,
-            )
-            .await
+        let roots = mcp_tunnel_pki::tls::load_certs(&self.cp.ca_file).unwrap();
+        try_tls_http1(tcp, roots, "localhost").await
     }
 
     fn head(&self, method: &str, path: &str, extra: &str) -> String {

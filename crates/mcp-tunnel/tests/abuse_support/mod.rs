@@ -319,6 +319,15 @@ pub async fn tls_http1<S: AsyncRead + AsyncWrite + Unpin>(
     roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     name: &str,
 ) -> tokio_rustls::client::TlsStream<S> {
+    try_tls_http1(io, roots, name).await.unwrap()
+}
+
+/// [`tls_http1`], with the handshake's outcome for the caller to judge.
+pub async fn try_tls_http1<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<S>> {
     let mut store = rustls::RootCertStore::empty();
     for cert in roots {
         store.add(cert).unwrap();
@@ -335,5 +344,4 @@ pub async fn tls_http1<S: AsyncRead + AsyncWrite + Unpin>(
             io,
         )
         .await
-        .unwrap()
 }
