@@ -38,13 +38,9 @@ pub enum K8sError {
         path: String,
         reason: String,
     },
-    #[error("Kubernetes API {method} {path}: {source}")]
-    Http {
-        method: Method,
-        path: String,
-        #[source]
-        source: HttpError,
-    },
+    /// The call could not be made: a bad Secret name or namespace, or the HTTP exchange.
+    #[error(transparent)]
+    Call(#[from] ApiCallError),
     #[error(
         "Secret {namespace}/{name} does not exist: create it empty first (`kubectl -n {namespace} create secret generic {name}`; the Helm chart does this), setup's RBAC allows no create"
     )]
@@ -63,8 +59,6 @@ pub enum K8sError {
     Conflict { namespace: String, name: String },
     #[error("Kubernetes API returned an unexpected answer for Secret {name}: {reason}")]
     Shape { name: String, reason: String },
-    #[error("Secret {name}: {reason}")]
-    BadName { name: String, reason: String },
 }
 
 /// How to reach the API server and as whom.
@@ -259,10 +253,7 @@ impl K8sSecret {
             }
         })?;
         let api = SecretsApi::new(&config.api_url, Some(config.token), config.namespace, http);
-        api.path(&name).map_err(|e| K8sError::BadName {
-            name: name.clone(),
-            reason: e.to_string(),
-        })?;
+        api.path(&name)?;
         Ok(Self {
             api,
             name,
@@ -282,19 +273,7 @@ impl K8sSecret {
                 &self.name,
                 body.map(|b| b.to_string().into_bytes()),
             )
-            .await
-            .map_err(|e| match e {
-                ApiCallError::Http {
-                    method,
-                    path,
-                    source,
-                } => K8sError::Http {
-                    method,
-                    path,
-                    source,
-                },
-                other => self.shape(&other.to_string()),
-            })?;
+            .await?;
         let value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
         match answer.status {
             200..=299 | 409 => Ok((answer.status, value)),

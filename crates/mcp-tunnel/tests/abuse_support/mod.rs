@@ -29,6 +29,14 @@ pub struct Ended {
 }
 
 impl Ended {
+    fn now(received: Vec<u8>, started: Instant, closed: bool) -> Self {
+        Self {
+            received,
+            after: started.elapsed(),
+            closed,
+        }
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.received).into_owned()
     }
@@ -53,18 +61,10 @@ pub async fn read_to_close<S: AsyncRead + Unpin>(
         let left = limit.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, io.read(&mut buf)).await {
             Err(_) => {
-                return Ended {
-                    received,
-                    after: started.elapsed(),
-                    closed: false,
-                };
+                return Ended::now(received, started, false);
             }
             Ok(Ok(0)) | Ok(Err(_)) => {
-                return Ended {
-                    received,
-                    after: started.elapsed(),
-                    closed: true,
-                };
+                return Ended::now(received, started, true);
             }
             Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
         }
@@ -85,30 +85,18 @@ pub async fn dribble<S: AsyncRead + AsyncWrite + Unpin>(
     let mut next = 0;
     loop {
         if started.elapsed() >= limit {
-            return Ended {
-                received,
-                after: started.elapsed(),
-                closed: false,
-            };
+            return Ended::now(received, started, false);
         }
         if next < bytes.len() {
             if io.write_all(&bytes[next..next + 1]).await.is_err() || io.flush().await.is_err() {
-                return Ended {
-                    received,
-                    after: started.elapsed(),
-                    closed: true,
-                };
+                return Ended::now(received, started, true);
             }
             next += 1;
         }
         match tokio::time::timeout(interval, io.read(&mut buf)).await {
             Err(_) => {}
             Ok(Ok(0)) | Ok(Err(_)) => {
-                return Ended {
-                    received,
-                    after: started.elapsed(),
-                    closed: true,
-                };
+                return Ended::now(received, started, true);
             }
             Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
         }
