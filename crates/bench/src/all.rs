@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mcp_tunnel_pki::generate::KeyKind;
 
 use crate::others::{self, Other};
-use crate::procs::{Upstream, free_port, machine, nofile_limit};
+use crate::procs::{Upstream, cpu_time, free_port, machine, nofile_limit};
 use crate::rig::{REGISTERED, Rig, RigOptions};
 use crate::sessions::{self, Idle, Opener, Rate};
 use crate::{Args, Conn, Pool, Stats, bulk, compare, direct_conn};
@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         calls(&args, &rig, &others, upstream).await?;
     }
     if part("bulk") {
-        bulk_all(&args, &rig, &others, upstream).await?;
+        bulk_all(&args, &rig, &others, &up).await?;
     }
     if part("sessions") {
         session_rates(&args, &rig, &others, upstream).await?;
@@ -174,11 +174,47 @@ async fn calls(
     Ok(())
 }
 
+/// One path's best bulk transfer, and the CPU each side spent during it.
+#[derive(Default, Clone, Copy)]
+struct BulkRun {
+    mbs: f64,
+    /// Cores kept busy during the transfer (CPU time / wall time): the tunnel's own
+    /// processes, this load generator, the upstream responder.
+    tunnel: f64,
+    client: f64,
+    upstream: f64,
+}
+
+async fn bulk_measured(
+    c: Conn,
+    size: u64,
+    tunnel_pids: &[u32],
+    upstream_pid: u32,
+) -> anyhow::Result<BulkRun> {
+    let me = [std::process::id()];
+    let before = [
+        cpu_time(tunnel_pids),
+        cpu_time(&me),
+        cpu_time(&[upstream_pid]),
+    ];
+    let start = Instant::now();
+    let mbs = bulk(c, size).await?;
+    let wall = start.elapsed().as_secs_f64();
+    let busy =
+        |after: Duration, before: Duration| after.saturating_sub(before).as_secs_f64() / wall;
+    Ok(BulkRun {
+        mbs,
+        tunnel: busy(cpu_time(tunnel_pids), before[0]),
+        client: busy(cpu_time(&me), before[1]),
+        upstream: busy(cpu_time(&[upstream_pid]), before[2]),
+    })
+}
+
 async fn bulk_all(
     args: &Args,
     rig: &Rig,
     others: &[Other],
-    upstream: SocketAddr,
+    upstream: &Upstream,
 ) -> anyhow::Result<()> {
     let size = args.bulk_mib * 1024 * 1024;
     println!();
@@ -187,33 +223,69 @@ async fn bulk_all(
         args.bulk_mib
     );
     println!();
-    println!("| path | MB/s | vs direct | vs rathole | vs bore |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "\"cores busy\": CPU time (user + system, /proc, 10 ms ticks) during the best transfer divided by its wall time, for the tunnel's own processes, the load generator (for mcp-tunnel it opens outer TLS, WebSocket and inner TLS too) and the upstream responder. Their sum against the machine's {} cores says whether the transfer was CPU-bound.",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    println!(
+        "| path | MB/s | vs direct | vs rathole | vs bore | cores busy: tunnel | client | upstream | total |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut names = vec!["direct"];
     names.extend(others.iter().map(|o| o.name));
     names.push("mcp-tunnel (inner HTTP/1.1)");
     names.push("mcp-tunnel (inner h2)");
-    let mut best = vec![0f64; names.len()];
+    let tunnel_pids = rig.pids().map(|(_, p)| p);
+    let up = upstream.pid();
+    let mut best = vec![BulkRun::default(); names.len()];
+    let mut keep = |i: usize, r: BulkRun| {
+        if r.mbs > best[i].mbs {
+            best[i] = r;
+        }
+    };
     for _ in 0..3 {
-        best[0] = best[0].max(bulk(direct_conn(upstream).await?, size).await?);
+        keep(
+            0,
+            bulk_measured(direct_conn(upstream.addr).await?, size, &[], up).await?,
+        );
         for (i, o) in others.iter().enumerate() {
-            best[1 + i] = best[1 + i].max(bulk(direct_conn(o.addr).await?, size).await?);
+            let pids = [o.server.pid(), o.client.pid()];
+            keep(
+                1 + i,
+                bulk_measured(direct_conn(o.addr).await?, size, &pids, up).await?,
+            );
         }
         let n = others.len();
         let h1 = rig.inner.http1_only();
         let s = rig.session_with(&rig.dialer, &h1).await?;
-        best[1 + n] = best[1 + n].max(bulk(Conn::Tunnel(s), size).await?);
+        keep(
+            1 + n,
+            bulk_measured(Conn::Tunnel(s), size, &tunnel_pids, up).await?,
+        );
         let s = rig.session().await?;
-        best[2 + n] = best[2 + n].max(bulk(Conn::Tunnel(s), size).await?);
+        keep(
+            2 + n,
+            bulk_measured(Conn::Tunnel(s), size, &tunnel_pids, up).await?,
+        );
     }
-    let find = |n: &str| names.iter().position(|x| *x == n).map(|i| best[i]);
-    for (name, mbs) in names.iter().zip(&best) {
-        let vs = |o: Option<f64>| o.map_or("–".into(), |o| ratio(*mbs, o));
+    let find = |n: &str| names.iter().position(|x| *x == n).map(|i| best[i].mbs);
+    for (name, r) in names.iter().zip(&best) {
+        let vs = |o: Option<f64>| o.map_or("–".into(), |o| ratio(r.mbs, o));
+        let tunnel = if *name == "direct" {
+            "–".to_owned()
+        } else {
+            format!("{:.2}", r.tunnel)
+        };
         println!(
-            "| {name} | {mbs:.0} | {} | {} | {} |",
-            ratio(*mbs, best[0]),
+            "| {name} | {:.0} | {} | {} | {} | {tunnel} | {:.2} | {:.2} | {:.2} |",
+            r.mbs,
+            ratio(r.mbs, best[0].mbs),
             vs(find("rathole")),
-            vs(find("bore"))
+            vs(find("bore")),
+            r.client,
+            r.upstream,
+            r.tunnel + r.client + r.upstream,
         );
     }
     Ok(())
