@@ -87,6 +87,9 @@ SERVER_REFUSALS = {
     "base domain in the values": (SERVER, {"server": {"baseDomain": "tunnels.example.com"}}, ["baseDomain"]),
     "client certificate the server cannot use": (SERVER, {"tls": {"clientSecretName": "wildcard"}}, ["clientSecretName"]),
     "negative tunnel limit": (SERVER, {"server": {"maxTunnels": -1}}, ["maxTunnels"]),
+    # Trusting every address would let any client choose its own source address.
+    "every address a trusted proxy": (SERVER, {"server": {"trustedProxies": ["0.0.0.0/0"]}}, ["trustedProxies"]),
+    "trusted proxy that is a name": (SERVER, {"server": {"trustedProxies": ["ingress-nginx"]}}, ["trustedProxies"]),
     "bad secret name": (SERVER, {"tls": {"apiSecretName": "API_TLS"}}, ["apiSecretName"]),
     "bad digest": (SERVER, {"image": {"digest": "sha256:XYZ"}}, ["digest"]),
     "bad service type": (SERVER, {"service": {"edge": {"type": "Ingress"}}}, ["type"]),

@@ -154,3 +154,23 @@ def test_init_refuses_a_taken_secret_path_before_initialising(tmp_path):
     again = subprocess.run(base + ["--admin-key-file", str(tmp_path / "key")],
                            capture_output=True, text=True, env=env, timeout=60)
     assert again.returncode != 0 and "already initialised" in again.stderr, again.stderr
+
+
+@pytest.mark.parametrize("flags,env,words", [
+    (["--trusted-proxy", "0.0.0.0/0"], {}, ["0.0.0.0/0", "any client could choose"]),
+    (["--trusted-proxy", "10.0.0.0/8,::/0"], {}, ["::/0", "any client could choose"]),
+    (["--trusted-proxy", "ingress-nginx"], {}, ["ingress-nginx", "not an IP address or network"]),
+    ([], {"MCP_TUNNEL_TRUSTED_PROXIES": "10.0.0.0/33"}, ["10.0.0.0/33", "not an IP address or network"]),
+])
+def test_api_refuses_a_trusted_proxy_that_would_trust_everyone_or_is_not_a_network(cp, flags, env, words):
+    """A bad --trusted-proxy stops `api` before it listens, naming the entry."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MCP_TUNNEL_")}
+    clean.update(env)
+    if cp.backend != "sqlite":
+        pytest.skip("the flag is checked before the database is opened")
+    out = subprocess.run([str(cp.bin), "api", "--data-dir", str(cp.data), "--listen", "127.0.0.1:0", *flags],
+                         capture_output=True, text=True, env=clean, timeout=60)
+    assert out.returncode != 0, out.stderr
+    assert "--trusted-proxy" in out.stderr and "api listening" not in out.stderr + out.stdout, out.stderr
+    for w in words:
+        assert w in out.stderr, out.stderr

@@ -2,7 +2,9 @@
 //! `mcp-tunnel api` process over HTTPS: TLS garbage, slowloris before and after the TLS
 //! handshake, oversized and too many headers, and request bodies far beyond the 64 KiB
 //! limit (refused with a 400 naming the limit), and more connections than its caps (in
-//! all: they wait; from one address: closed at once). Each ends in a bounded, clear
+//! all: they wait; from one address: closed at once), and `X-Forwarded-For` (read only
+//! from a `--trusted-proxy`, only its own entry and those of further trusted proxies).
+//! Each ends in a bounded, clear
 //! failure; the API keeps answering throughout.
 //!
 //! The listener's deadlines are fixed at 10s (TLS handshake, then each request head), so
@@ -323,4 +325,170 @@ async fn connections_beyond_the_total_wait_for_a_free_slot() {
         .expect("the waiting connection was never accepted")
         .unwrap();
     assert!(served.is_ok(), "{served:?}");
+}
+
+/// One request on its own connection, with `key` and extra header lines; its status.
+async fn status_of(
+    fx: &Fixture,
+    method: &str,
+    path: &str,
+    key: &str,
+    extra: &str,
+    body: &str,
+) -> u16 {
+    let mut tls = fx.tls().await;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\nanthropic-version: 2023-06-01\r\nanthropic-beta: mcp-tunnels-2026-06-22\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+        fx.addr,
+        body.len()
+    );
+    let started = Instant::now();
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let ended = read_to_close(&mut tls, started, Duration::from_secs(10)).await;
+    ended
+        .status()
+        .unwrap_or_else(|| panic!("no answer: {}", ended.text()))
+}
+
+const BAD_KEY: &str = "mtk_not_a_key_at_all";
+
+/// The newest audit event's `source`.
+async fn newest_source(fx: &Fixture) -> String {
+    let page = fx
+        .cp
+        .client()
+        .call(Method::GET, "/v1/audit_events?limit=1", None)
+        .await
+        .unwrap();
+    page["data"][0]["source"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
+    let fx = Fixture::start_with(&[
+        "--failed-auth-per-minute",
+        "3",
+        "--trusted-proxy",
+        "127.0.0.0/8",
+    ])
+    .await;
+    let xff = |a: &str| format!("X-Forwarded-For: {a}\r\n");
+    // Each client the proxy names has its own budget of failed authentications.
+    for _ in 0..3 {
+        assert_eq!(
+            status_of(&fx, "GET", "/v1/tunnels", BAD_KEY, &xff("198.51.100.1"), "").await,
+            401
+        );
+    }
+    assert_eq!(
+        status_of(&fx, "GET", "/v1/tunnels", BAD_KEY, &xff("198.51.100.1"), "").await,
+        429
+    );
+    assert_eq!(
+        status_of(&fx, "GET", "/v1/tunnels", BAD_KEY, &xff("198.51.100.2"), "").await,
+        401
+    );
+    // What a client wrote into the header itself, left of the proxy's entry, is not
+    // read: 198.51.100.1 cannot pass as 198.51.100.3.
+    let spoofed = xff("198.51.100.3, 198.51.100.1");
+    assert_eq!(
+        status_of(&fx, "GET", "/v1/tunnels", BAD_KEY, &spoofed, "").await,
+        429
+    );
+    // A good key from the limited client is refused too (the limit is per address).
+    let admin = fx.cp.admin_key.clone();
+    assert_eq!(
+        status_of(&fx, "GET", "/v1/tunnels", &admin, &xff("198.51.100.1"), "").await,
+        429
+    );
+    // The proxy's own requests (no header) and other clients are unaffected.
+    fx.still_serves().await;
+    // The audit log records the client the proxy named.
+    let body = r#"{"display_name":"via-proxy"}"#;
+    assert_eq!(
+        status_of(
+            &fx,
+            "POST",
+            "/v1/tunnels",
+            &admin,
+            &xff("203.0.113.9"),
+            body
+        )
+        .await,
+        200
+    );
+    assert_eq!(newest_source(&fx).await, "203.0.113.9:0");
+    // A trusted proxy sending garbage is taken as the client itself.
+    assert_eq!(
+        status_of(&fx, "POST", "/v1/tunnels", &admin, &xff("unknown"), body).await,
+        200
+    );
+    assert!(newest_source(&fx).await.starts_with("127.0.0.1:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_anyone_else_is_ignored() {
+    // 127.0.0.1 is not a trusted proxy here: its X-Forwarded-For changes nothing.
+    let fx = Fixture::start_with(&[
+        "--failed-auth-per-minute",
+        "3",
+        "--trusted-proxy",
+        "192.0.2.0/24",
+    ])
+    .await;
+    for i in 1..=3 {
+        let xff = format!("X-Forwarded-For: 198.51.100.{i}\r\n");
+        assert_eq!(
+            status_of(&fx, "GET", "/v1/tunnels", BAD_KEY, &xff, "").await,
+            401
+        );
+    }
+    let xff = "X-Forwarded-For: 198.51.100.99\r\n";
+    assert_eq!(
+        status_of(&fx, "GET", "/v1/tunnels", BAD_KEY, xff, "").await,
+        429,
+        "a new X-Forwarded-For escaped the limit"
+    );
+    let admin = fx.cp.admin_key.clone();
+    let xff = "X-Forwarded-For: 203.0.113.9\r\n";
+    let body = r#"{"display_name":"direct"}"#;
+    // The limit holds this address for the minute; the audit source is checked on a
+    // fresh fixture below.
+    assert_eq!(
+        status_of(&fx, "POST", "/v1/tunnels", &admin, xff, body).await,
+        429
+    );
+    let fx = Fixture::start_with(&[]).await;
+    let admin = fx.cp.admin_key.clone();
+    assert_eq!(
+        status_of(&fx, "POST", "/v1/tunnels", &admin, xff, body).await,
+        200
+    );
+    let source = newest_source(&fx).await;
+    assert!(
+        source.starts_with("127.0.0.1:") && source != "127.0.0.1:0",
+        "{source}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_is_not_held_to_one_address_share_of_connections() {
+    let fx = Fixture::start_with(&[
+        "--max-connections-per-source",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    for i in 0..5 {
+        let s = tokio::time::timeout(Duration::from_secs(3), fx.try_tls())
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} left waiting"));
+        held.push(
+            s.unwrap_or_else(|e| panic!("connection {i} from the trusted proxy refused: {e}")),
+        );
+    }
+    fx.still_serves().await;
 }

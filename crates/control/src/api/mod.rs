@@ -33,6 +33,7 @@ use tower_service::Service as _;
 pub use auth::{API_VERSION, FEDERATION_BETA, SourceAddr, TUNNELS_BETA};
 pub use conns::ConnLimits;
 pub use error::ApiError;
+pub use mcp_tunnel_net::forwarded::TrustedProxies;
 
 use crate::http_client::HttpClient;
 use crate::store::ControlStore;
@@ -269,25 +270,37 @@ async fn request_id(
 }
 
 /// Serves `router` on `listener` until `stop`, over TLS when `tls` is given (ALPN h2 and
-/// http/1.1). Each request carries the peer address as a [`SourceAddr`] extension.
+/// http/1.1). Each request carries its client's address as a [`SourceAddr`] extension.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     stop: CancellationToken,
 ) {
-    serve_with_limits(listener, tls, router, stop, ConnLimits::default()).await;
+    serve_with(listener, tls, router, stop, ServeOptions::default()).await;
 }
 
-/// [`serve`] with its limits on open connections ([`ConnLimits`]).
-pub async fn serve_with_limits(
+/// How [`serve_with`] treats connections.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Limits on open connections.
+    pub limits: ConnLimits,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`):
+    /// requests from them are attributed to that client (failed-authentication limit,
+    /// audit `source`), and they have no per-source connection share.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// [`serve`] with its limits on open connections and its trusted proxies.
+pub async fn serve_with(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     stop: CancellationToken,
-    limits: ConnLimits,
+    opts: ServeOptions,
 ) {
-    let conns = conns::ConnCounter::new(limits);
+    let trusted = Arc::new(opts.trusted_proxies);
+    let conns = conns::ConnCounter::new(opts.limits, (*trusted).clone());
     let acceptor = tls.map(|c| {
         let mut c = (*c).clone();
         c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -316,6 +329,7 @@ pub async fn serve_with_limits(
         let router = router.clone();
         let acceptor = acceptor.clone();
         let stop = stop.clone();
+        let trusted = trusted.clone();
         tokio::spawn(async move {
             let _slot = slot;
             match acceptor {
@@ -329,24 +343,52 @@ pub async fn serve_with_limits(
                         Err(_) => return,
                     };
                     let io = deadline::FirstByte::new(tls, CLIENT_DEADLINE);
-                    serve_conn(TokioIo::new(io), peer, router, stop).await;
+                    serve_conn(TokioIo::new(io), peer, trusted, router, stop).await;
                 }
                 None => {
                     let io = deadline::FirstByte::new(tcp, CLIENT_DEADLINE);
-                    serve_conn(TokioIo::new(io), peer, router, stop).await
+                    serve_conn(TokioIo::new(io), peer, trusted, router, stop).await
                 }
             }
         });
     }
 }
 
-async fn serve_conn<I>(io: I, peer: SocketAddr, router: Router, stop: CancellationToken)
-where
+/// The client of a request from `peer`: the peer itself, or, when the peer is a trusted
+/// proxy, the address its `X-Forwarded-For` names (port 0: the proxy does not say it).
+fn request_source(
+    peer: SocketAddr,
+    trusted: &TrustedProxies,
+    headers: &http::HeaderMap,
+) -> SocketAddr {
+    if trusted.is_empty() {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes());
+    let client = trusted.client(peer.ip(), forwarded);
+    if client == peer.ip().to_canonical() {
+        peer
+    } else {
+        SocketAddr::new(client, 0)
+    }
+}
+
+async fn serve_conn<I>(
+    io: I,
+    peer: SocketAddr,
+    trusted: Arc<TrustedProxies>,
+    router: Router,
+    stop: CancellationToken,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service =
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(SourceAddr(peer));
+            let source = request_source(peer, &trusted, req.headers());
+            req.extensions_mut().insert(SourceAddr(source));
             let mut router = router.clone();
             async move {
                 let call = router.call(req.map(axum::body::Body::new));

@@ -54,6 +54,17 @@ pub struct ControlArgs {
     /// Connections one source address may hold open; more are closed at once.
     #[arg(long, default_value_t = api::ConnLimits::default().per_source as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_source: u32,
+    /// A reverse proxy in front of the API (address or network, repeatable or
+    /// comma-separated) whose X-Forwarded-For names the client: the failed-authentication
+    /// limit and the audit log's `source` then see the client, not the proxy.
+    /// X-Forwarded-For from anyone else is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "MCP_TUNNEL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<String>,
     /// Log level (error, warn, info, debug).
     #[arg(long, default_value = "info")]
     pub loglevel: String,
@@ -90,6 +101,8 @@ pub struct ApiArgs {
 
 /// Opens the store and starts serving the API; returns the store for the edge.
 pub async fn start(args: &ControlArgs, stop: &CancellationToken) -> anyhow::Result<ControlStore> {
+    let trusted_proxies = api::TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?;
     let (store, config) = launch::open_store(
         &args.data_dir,
         args.database_url.as_deref(),
@@ -123,6 +136,7 @@ pub async fn start(args: &ControlArgs, stop: &CancellationToken) -> anyhow::Resu
         scheme = if tls.is_some() { "https" } else { "http" },
         database = ?store.db().dialect(),
         organization_id = %config.organization_id,
+        trusted_proxies = %trusted_proxies,
         "api listening"
     );
     if let Some(u) = &args.console_url
@@ -144,17 +158,14 @@ pub async fn start(args: &ControlArgs, stop: &CancellationToken) -> anyhow::Resu
         limits,
     };
     let router = api::router_with_console(state, console);
-    let conn_limits = api::ConnLimits {
-        total: args.max_connections as usize,
-        per_source: args.max_connections_per_source as usize,
+    let serve = api::ServeOptions {
+        limits: api::ConnLimits {
+            total: args.max_connections as usize,
+            per_source: args.max_connections_per_source as usize,
+        },
+        trusted_proxies,
     };
-    tokio::spawn(api::serve_with_limits(
-        listener,
-        tls,
-        router,
-        stop.clone(),
-        conn_limits,
-    ));
+    tokio::spawn(api::serve_with(listener, tls, router, stop.clone(), serve));
     tokio::spawn(purge_access_tokens(store.clone(), stop.clone()));
     tokio::spawn(purge_sessions(store.clone(), limits, stop.clone()));
     Ok(store)
