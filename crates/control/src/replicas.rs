@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use mcp_tunnel_edge::EdgeStore;
 use mcp_tunnel_edge::registry::Registry;
+use mcp_tunnel_net::host::{tunnel_domains, tunnel_host};
 use mcp_tunnel_proto::TunnelId;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -207,7 +208,8 @@ async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> 
     }
 }
 
-/// The lowercase host of the `Host` header, without port.
+/// The tunnel host named by the head's `Host` header, read as the edge reads it
+/// ([`tunnel_host`]).
 pub fn host_of(head: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(head).ok()?;
     let end = text.find("\r\n\r\n")?;
@@ -220,25 +222,18 @@ pub fn host_of(head: &[u8]) -> Option<String> {
         })?
         .1
         .trim();
-    let host = match value.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => value,
-    };
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
+    tunnel_host(value)
 }
 
-/// The tunnel domain itself, or `<route>.<tunnel domain>`.
+/// The tunnel domain itself, or `<route>.<tunnel domain>` ([`tunnel_domains`], as the
+/// edge looks them up).
 async fn tunnel_for(host: &str, store: &ControlStore) -> Option<TunnelId> {
-    if let Ok(Some(t)) = store.tunnel_by_domain(host).await {
-        return Some(t.id);
+    for domain in tunnel_domains(host) {
+        if let Ok(Some(t)) = store.tunnel_by_domain(domain).await {
+            return Some(t.id);
+        }
     }
-    let parent = host.split_once('.')?.1;
-    store
-        .tunnel_by_domain(parent)
-        .await
-        .ok()
-        .flatten()
-        .map(|t| t.id)
+    None
 }
 
 async fn choose(

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use mcp_tunnel_net::host::{tunnel_domains, tunnel_host};
 use mcp_tunnel_pki::crypto::Secret;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -152,24 +153,20 @@ fn store_down(e: &crate::store::StoreError) -> Refusal {
     Refusal::StoreUnavailable
 }
 
-/// The tunnel for `host`: the tunnel domain itself, or `<route>.<tunnel domain>`.
+/// The tunnel for `host`: the tunnel domain itself, or `<route>.<tunnel domain>`
+/// ([`tunnel_domains`]).
 async fn lookup(host: &str, shared: &Shared) -> Result<Option<TunnelRecord>, Refusal> {
-    if let Some(t) = shared
-        .store
-        .tunnel_by_domain(host)
-        .await
-        .map_err(|e| store_down(&e))?
-    {
-        return Ok(Some(t));
-    }
-    match host.split_once('.') {
-        Some((_, parent)) if parent.contains('.') => shared
+    for domain in tunnel_domains(host) {
+        let found = shared
             .store
-            .tunnel_by_domain(parent)
+            .tunnel_by_domain(domain)
             .await
-            .map_err(|e| store_down(&e)),
-        _ => Ok(None),
+            .map_err(|e| store_down(&e))?;
+        if found.is_some() {
+            return Ok(found);
+        }
     }
+    Ok(None)
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<Secret> {
@@ -180,24 +177,13 @@ fn bearer(req: &Request<Incoming>) -> Option<Secret> {
         .then(|| Secret::new(key))
 }
 
-/// Lowercase host without port, from `Host` or an absolute-form URI. IP literals and
-/// anything that is not a DNS name are refused.
+/// The tunnel host of a request, from `Host` or an absolute-form URI ([`tunnel_host`]:
+/// lowercase, no port, a DNS name; IP literals and anything else refused).
 pub(crate) fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.headers().get(header::HOST) {
-        Some(h) => h.to_str().ok()?.to_owned(),
-        None => req.uri().authority()?.as_str().to_owned(),
-    };
-    let host = match raw.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => raw.as_str(),
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let valid = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    valid.then_some(host)
+    match req.headers().get(header::HOST) {
+        Some(h) => tunnel_host(h.to_str().ok()?),
+        None => tunnel_host(req.uri().authority()?.as_str()),
+    }
 }
 
 #[cfg(test)]
@@ -220,5 +206,11 @@ mod tests {
         );
         assert_eq!(request_host(&req("[::1]:443")), None);
         assert_eq!(request_host(&req("a b")), None);
+        assert_eq!(request_host(&req("10.0.0.1")), None);
+        assert_eq!(request_host(&req("a..example.com")), None);
+        let absolute = Request::get("https://AB.example.com:8443/mcp")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&absolute).as_deref(), Some("ab.example.com"));
     }
 }

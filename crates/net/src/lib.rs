@@ -1,9 +1,11 @@
 //! Networking pieces shared by every role: the WebSocket byte-stream adapter that carries
 //! inner TLS, the byte pump between connections and tunnel streams, Go-style durations,
-//! listen addresses and the client address behind trusted reverse proxies.
+//! listen addresses, host-name normalisation and the client address behind trusted
+//! reverse proxies.
 
 pub mod duration;
 pub mod forwarded;
+pub mod host;
 pub mod listen;
 pub mod metrics;
 pub mod pipe;

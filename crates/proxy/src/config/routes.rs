@@ -1,15 +1,12 @@
-//! Routes: hostname -> upstream, the upstream address form, and host normalisation shared by
-//! the loader and the request path.
+//! Routes: hostname -> upstream and the upstream address form. Host normalisation, shared
+//! with the edge, is `mcp_tunnel_net::host`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
 use super::ConfigError;
-
-/// Longest DNS name (RFC 1035), without the trailing dot.
-const MAX_HOST_LEN: usize = 253;
-const MAX_LABEL_LEN: usize = 63;
+pub use mcp_tunnel_net::host::{is_hostname, normalize_host};
 
 /// Upstream URL scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,54 +154,6 @@ impl RouteTable {
     pub fn tunnel_domain(&self) -> Option<&str> {
         self.domain_suffix.as_deref().map(|s| &s[1..])
     }
-}
-
-/// Normalises a `Host` header or SNI value for route lookup: lowercased, `:port` removed,
-/// one trailing dot removed, `[v6]` or `[v6]:port` unwrapped to the bare IPv6 address.
-/// Returns `None` for anything that is not a plausible hostname or IP literal (empty, empty
-/// labels, characters outside letters, digits, `-`, `_`, `.`, a non-numeric port, over-long
-/// names), so hostile headers never reach the route table.
-pub fn normalize_host(raw: &str) -> Option<String> {
-    if let Some(rest) = raw.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']')?;
-        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
-            return None;
-        }
-        let ip: Ipv6Addr = v6.parse().ok()?;
-        return Some(ip.to_string());
-    }
-    let host = match raw.split_once(':') {
-        // A second colon means an unbracketed IPv6 literal (SNI cannot carry one, but a
-        // client might send it in Host).
-        Some((_, port)) if port.contains(':') => {
-            let ip: Ipv6Addr = raw.parse().ok()?;
-            return Some(ip.to_string());
-        }
-        Some((host, port)) if is_port(port) => host,
-        Some(_) => return None,
-        None => raw,
-    };
-    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-    is_hostname(&host).then_some(host)
-}
-
-/// `*DIGIT` with at most five digits, as RFC 3986 allows an empty port.
-fn is_port(s: &str) -> bool {
-    s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Lowercase DNS name or IPv4 literal: non-empty labels of `[a-z0-9_-]`, bounded lengths.
-/// Underscores are tolerated because internal names sometimes carry them.
-pub(crate) fn is_hostname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_HOST_LEN
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= MAX_LABEL_LEN
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        })
 }
 
 /// Why an upstream value is not `scheme://host:port`.
