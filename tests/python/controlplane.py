@@ -51,18 +51,23 @@ class ControlPlane:
         self.data = workdir / "data"
         self.connector_port = free_port() if server else 7844
         key_file = workdir / "admin.key"
-        # A PostgreSQL URL (with its password) goes through a file, never argv.
-        self.env = {k: v for k, v in os.environ.items() if k != "MCP_TUNNEL_DATABASE_URL"}
+        # A PostgreSQL URL (with its password) goes through a file, never argv: `init`
+        # names the file with --database-url-file, `api`/`server` through the
+        # environment, so both forms run.
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("MCP_TUNNEL_DATABASE_URL", "MCP_TUNNEL_DATABASE_URL_FILE")}
+        init_env, init_flags = dict(self.env), []
         if database_url:
             url_file = workdir / "database-url"
             url_file.touch(mode=0o600)
             url_file.write_text(database_url + "\n")
             self.env["MCP_TUNNEL_DATABASE_URL_FILE"] = str(url_file)
+            init_flags = ["--database-url-file", str(url_file)]
         init = subprocess.run(
             [str(self.bin), "server", "init", "--data-dir", str(self.data),
              "--base-domain", "tunnels.test", "--edge-address", f"127.0.0.1:{self.connector_port}",
-             "--admin-key-file", str(key_file)],
-            capture_output=True, text=True, timeout=60, check=True, env=self.env,
+             "--admin-key-file", str(key_file), *init_flags],
+            capture_output=True, text=True, timeout=60, check=True, env=init_env,
         )
         self.init_output = init.stdout
         self.admin_key = key_file.read_text().strip()

@@ -162,15 +162,49 @@ def test_init_refuses_a_taken_secret_path_before_initialising(tmp_path):
     (["--trusted-proxy", "ingress-nginx"], {}, ["ingress-nginx", "not an IP address or network"]),
     ([], {"MCP_TUNNEL_TRUSTED_PROXIES": "10.0.0.0/33"}, ["10.0.0.0/33", "not an IP address or network"]),
 ])
-def test_api_refuses_a_trusted_proxy_that_would_trust_everyone_or_is_not_a_network(cp, flags, env, words):
-    """A bad --trusted-proxy stops `api` before it listens, naming the entry."""
+def test_api_refuses_a_trusted_proxy_that_would_trust_everyone_or_is_not_a_network(tmp_path, flags, env, words):
+    """A bad --trusted-proxy stops `api` before it opens anything or listens, naming the
+    entry."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MCP_TUNNEL_")}
     clean.update(env)
-    if cp.backend != "sqlite":
-        pytest.skip("the flag is checked before the database is opened")
-    out = subprocess.run([str(cp.bin), "api", "--data-dir", str(cp.data), "--listen", "127.0.0.1:0", *flags],
+    data = tmp_path / "data"
+    out = subprocess.run([str(binary()), "api", "--data-dir", str(data), "--listen", "127.0.0.1:0", *flags],
                          capture_output=True, text=True, env=clean, timeout=60)
     assert out.returncode != 0, out.stderr
     assert "--trusted-proxy" in out.stderr and "api listening" not in out.stderr + out.stdout, out.stderr
     for w in words:
         assert w in out.stderr, out.stderr
+    assert not data.exists()
+
+
+def test_database_url_file_flag_refusals_change_nothing(tmp_path):
+    """--database-url-file: a missing or empty file, or a URL given twice, fails `server
+    init` before anything exists (and `api` before it listens), naming the flag."""
+    bin_ = binary()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_TUNNEL_")}
+    data = tmp_path / "data"
+    key = tmp_path / "key"
+    empty = tmp_path / "empty"
+    empty.write_text(" \n")
+    url = tmp_path / "url"
+    url.write_text("postgres://u:pw-never-shown@127.0.0.1:1/db\n")
+    base = [str(bin_), "server", "init", "--data-dir", str(data), "--base-domain", "tunnels.test",
+            "--edge-address", "127.0.0.1:7844", "--admin-key-file", str(key)]
+    cases = [
+        (["--database-url-file", str(tmp_path / "missing")], {}, [str(tmp_path / "missing"), "--database-url-file"]),
+        (["--database-url-file", str(empty)], {}, ["the file is empty"]),
+        (["--database-url-file", str(url)], {"MCP_TUNNEL_DATABASE_URL": "postgres://x@127.0.0.1:1/db"}, ["given twice"]),
+        ([], {"MCP_TUNNEL_DATABASE_URL_FILE": str(tmp_path / "missing")}, ["MCP_TUNNEL_DATABASE_URL_FILE"]),
+    ]
+    for flags, extra, words in cases:
+        out = subprocess.run(base + flags, capture_output=True, text=True, env={**env, **extra}, timeout=60)
+        assert out.returncode != 0, (flags, out.stderr)
+        for w in words:
+            assert w in out.stderr, (flags, out.stderr)
+        assert "pw-never-shown" not in out.stderr + out.stdout
+        assert not data.exists() and not key.exists(), (flags, "something was created")
+        api = subprocess.run([str(bin_), "api", "--data-dir", str(data), "--listen", "127.0.0.1:0", *flags],
+                             capture_output=True, text=True, env={**env, **extra}, timeout=60)
+        assert api.returncode != 0 and "api listening" not in api.stdout + api.stderr, api.stderr
+        for w in words:
+            assert w in api.stderr, (flags, api.stderr)

@@ -73,10 +73,10 @@ pub enum LaunchError {
     InitBusy { dir: String },
     #[error(
         "the database URL is given twice: use either --database-url (MCP_TUNNEL_DATABASE_URL) \
-         or {DATABASE_URL_FILE_ENV}"
+         or --database-url-file ({DATABASE_URL_FILE_ENV})"
     )]
     DatabaseUrlTwice,
-    #[error("{DATABASE_URL_FILE_ENV} {path}: {reason}")]
+    #[error("--database-url-file ({DATABASE_URL_FILE_ENV}) {path}: {reason}")]
     DatabaseUrlFile { path: String, reason: String },
     #[error("cannot write {path}: {reason}")]
     Write { path: String, reason: String },
@@ -215,7 +215,7 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
     }
     let edge = EdgeAddr::parse(&o.edge_address)
         .map_err(|e| LaunchError::EdgeAddr(o.edge_address.clone(), e.to_string()))?;
-    let database_url = database_url(o.database_url.as_deref())?;
+    let database_url = o.database_url.as_deref().filter(|u| !u.is_empty());
     create_private_dir(&o.data_dir)?;
     let _lock = InitLock::acquire(&o.data_dir)?;
     let path = |name: &str| o.data_dir.join(name);
@@ -244,7 +244,7 @@ pub async fn init(o: &InitOptions) -> Result<InitReport, LaunchError> {
         })?;
     }
     create_private_dir(&staging)?;
-    let report = build(o, &edge, database_url.as_deref(), &staging).await?;
+    let report = build(o, &edge, database_url, &staging).await?;
     let moved: Vec<&str> = SQLITE_FILES
         .iter()
         .filter(|n| staging.join(n).exists())
@@ -395,19 +395,14 @@ impl Drop for InitLock {
     }
 }
 
-/// The PostgreSQL URL: `given` (from `--database-url` or `MCP_TUNNEL_DATABASE_URL`),
-/// else the contents of the file named by `MCP_TUNNEL_DATABASE_URL_FILE`, else none
-/// (SQLite).
-pub fn database_url(given: Option<&str>) -> Result<Option<String>, LaunchError> {
-    let file = std::env::var_os(DATABASE_URL_FILE_ENV).filter(|v| !v.is_empty());
-    database_url_from(given, file.as_deref().map(Path::new))
-}
-
-/// [`database_url`] with the file named explicitly.
-pub fn database_url_from(
+/// The PostgreSQL URL: `given` (`--database-url`, `MCP_TUNNEL_DATABASE_URL`), else the
+/// one line of `file` (`--database-url-file`, `MCP_TUNNEL_DATABASE_URL_FILE`), else none
+/// (SQLite). Both at once is refused.
+pub fn database_url(
     given: Option<&str>,
     file: Option<&Path>,
 ) -> Result<Option<String>, LaunchError> {
+    let file = file.filter(|f| !f.as_os_str().is_empty());
     let given = given.filter(|u| !u.is_empty());
     let Some(file) = file else {
         return Ok(given.map(str::to_owned));
@@ -490,7 +485,7 @@ pub async fn open_store(
             (None, n) => n,
         },
     };
-    let database_url = self::database_url(database_url)?;
-    let db = open_db(data_dir, database_url.as_deref()).await?;
+    let database_url = database_url.filter(|u| !u.is_empty());
+    let db = open_db(data_dir, database_url).await?;
     Ok((ControlStore::new(db, master, settings), config))
 }

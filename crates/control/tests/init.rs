@@ -215,7 +215,7 @@ fn database_url_from_a_file() {
     let file = tmp.path().join("db-url");
     let url = "postgres://mcpt:pw-zz9@db:5432/mcpt";
     std::fs::write(&file, format!("{url}\n")).unwrap();
-    let from = launch::database_url_from;
+    let from = launch::database_url;
     assert_eq!(from(None, Some(&file)).unwrap().as_deref(), Some(url));
     assert_eq!(from(Some(url), None).unwrap().as_deref(), Some(url));
     assert_eq!(from(None, None).unwrap(), None);

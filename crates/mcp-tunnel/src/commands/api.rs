@@ -33,6 +33,10 @@ pub struct ControlArgs {
     /// the environment variable: argv is visible to every local user.
     #[arg(long, env = "MCP_TUNNEL_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A file holding the PostgreSQL URL on one line (e.g. a mounted secret): the way to
+    /// keep its password out of argv and the environment.
+    #[arg(long, env = "MCP_TUNNEL_DATABASE_URL_FILE", value_name = "FILE")]
+    pub database_url_file: Option<PathBuf>,
     /// API certificate chain (PEM); defaults to <data-dir>/api.pem.
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -103,13 +107,14 @@ pub struct ApiArgs {
 pub async fn start(args: &ControlArgs, stop: &CancellationToken) -> anyhow::Result<ControlStore> {
     let trusted_proxies = api::TrustedProxies::parse(&args.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?;
-    let (store, config) = launch::open_store(
-        &args.data_dir,
+    let database_url = launch::database_url(
         args.database_url.as_deref(),
-        args.max_tunnels,
-    )
-    .await
-    .context("opening the control plane")?;
+        args.database_url_file.as_deref(),
+    )?;
+    let (store, config) =
+        launch::open_store(&args.data_dir, database_url.as_deref(), args.max_tunnels)
+            .await
+            .context("opening the control plane")?;
     let tls = if args.plaintext {
         None
     } else {

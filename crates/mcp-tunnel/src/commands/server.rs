@@ -63,6 +63,9 @@ struct InitArgs {
     data_dir: PathBuf,
     #[arg(long, env = "MCP_TUNNEL_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// A file holding the PostgreSQL URL on one line (keeps its password out of argv).
+    #[arg(long, env = "MCP_TUNNEL_DATABASE_URL_FILE", value_name = "FILE")]
+    database_url_file: Option<PathBuf>,
     /// Tunnel domains are <8 chars>.<base-domain>.
     #[arg(long)]
     base_domain: String,
@@ -103,6 +106,9 @@ async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
         }
         .into());
     }
+    // A bad URL file, too, fails before anything is claimed.
+    let database_url =
+        launch::database_url(a.database_url.as_deref(), a.database_url_file.as_deref())?;
     let key_file = a
         .admin_key_file
         .as_deref()
@@ -120,7 +126,7 @@ async fn run_init(a: InitArgs) -> anyhow::Result<ExitCode> {
     };
     let report = launch::init(&InitOptions {
         data_dir: a.data_dir.clone(),
-        database_url: a.database_url.clone(),
+        database_url,
         org_name: a.org_name.clone(),
         base_domain: a.base_domain.clone(),
         edge_address: a.edge_address.clone(),
