@@ -119,16 +119,22 @@ def api_call(base: str, cafile: Path, key: str, method: str, path: str, body: di
         return e.code, json.loads(e.read() or b"{}")
 
 
-def edge_chain_pins(address: str, server_name: str, cafile: Path) -> bool:
-    """Whether a TLS client trusting only `cafile` (the CA connectors pin) accepts the
-    certificate served at `address` for `server_name`."""
+def served_certificate(address: str, server_name: str, cafile: Path) -> bytes:
+    """The DER certificate served at `address` for `server_name` to a TLS client that
+    trusts only `cafile` (the CA connectors pin); fails if it does not chain to it."""
     import socket
 
     host, _, port = address.rpartition(":")
     context = ssl.create_default_context(cafile=str(cafile))
     with socket.create_connection((host, int(port)), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname=server_name) as tls:
-            return tls.version() is not None
+            return tls.getpeercert(binary_form=True)
+
+
+def edge_chain_pins(address: str, server_name: str, cafile: Path) -> bool:
+    """Whether a TLS client trusting only `cafile` accepts the certificate served at
+    `address` for `server_name`."""
+    return bool(served_certificate(address, server_name, cafile))
 
 
 @dataclass

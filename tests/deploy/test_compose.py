@@ -226,14 +226,32 @@ def test_operator_init_is_a_one_shot_profile():
     assert admin["source"] not in {v["source"] for v in server["volumes"]}
 
 
+def test_operator_renew_certs_is_an_offline_profile():
+    raw = yaml.safe_load((OPERATOR / "docker-compose.yaml").read_text())["services"]
+    assert raw["renew-certs"]["profiles"] == ["renew"]
+    services = resolved(OPERATOR, OPERATOR_ENV, "renew")["services"]
+    renew, server = services["renew-certs"], services["server"]
+    assert renew["command"] == ["server", "renew-certs", "--data-dir", "/data"]
+    assert renew["restart"] == "no" and "ports" not in renew
+    # Offline: no network, no database, no secret.
+    assert renew["network_mode"] == "none" and "networks" not in renew
+    assert not renew.get("environment") and not renew.get("secrets") and "depends_on" not in renew
+    # It writes the data directory the server reads read-only.
+    (data,) = renew["volumes"]
+    (server_data,) = [v for v in server["volumes"] if v["target"] == "/data"]
+    assert data["source"] == server_data["source"] and data["target"] == "/data"
+    assert not data.get("read_only")
+
+
 def test_operator_containers_are_hardened():
-    services = resolved(OPERATOR, OPERATOR_ENV, "init")["services"]
+    services = resolved(OPERATOR, OPERATOR_ENV, "init", "renew")["services"]
+    assert {"init", "renew-certs", "server", "postgres"} <= set(services)
     for name, svc in services.items():
         assert svc["user"] in ("65532:65532", "999:999"), name
         assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
         assert svc["security_opt"] == ["no-new-privileges:true"], name
         assert svc.get("network_mode") != "host" and not svc.get("privileged"), name
-        if name != "init":
+        if name not in ("init", "renew-certs"):
             assert svc["healthcheck"]["test"][0] == "CMD", name
     pg = services["postgres"]
     assert pg["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"

@@ -66,7 +66,7 @@ def test_the_pages_have_the_checked_blocks():
     assert set(docs.named(COMPOSE_DOC)) == {
         "compose-programmatic", "compose-config", "compose-up", "manual-certs", "compose-rotate",
         "compose-rotate-manual", "compose-renew", "manual-renew", "compose-upgrade", "compose-teardown",
-        "compose-operator",
+        "compose-operator", "compose-operator-renew",
     }
 
 
@@ -213,11 +213,12 @@ def compose_lines():
 @pytest.mark.parametrize("index", range(len(compose_lines())), ids=lambda i: compose_lines()[i][1].line[:60])
 def test_compose_commands_exist_in_the_project(index):
     block, cmd = compose_lines()[index]
-    project, env = (OPERATOR, OPERATOR_ENV) if block.name == "compose-operator" else (CUSTOMER, CUSTOMER_ENV)
+    operator = block.name.startswith("compose-operator")
+    project, env = (OPERATOR, OPERATOR_ENV) if operator else (CUSTOMER, CUSTOMER_ENV)
     env = {**env, **cmd.env}
     positional, opts = docs.flags(cmd.argv[2:], {"--timeout", "--profile"})
     sub, services = positional[0], positional[1:]
-    known = resolved(project, env, "setup" if project == CUSTOMER else "init")["services"]
+    known = resolved(project, env, *(("init", "renew") if operator else ("setup",)))["services"]
     for service in services:
         assert service in known, f"{cmd.line}: no service {service}"
     if sub == "run":

@@ -4,7 +4,8 @@ way the artifact does, never with a password in the URL.
 
 - Compose: `init` and `server` with the URL as written (host and names made local) and
   the password from a libpq password file in the page's format; a password file that
-  others can read is ignored, as the page warns.
+  others can read is ignored, as the page warns. Then `renew-certs` as written, against
+  the running server.
 - Chart, bundled PostgreSQL: the server pod with the URL as rendered (host made local)
   and PGPASSWORD from `postgresql.auth.existingSecret`; two replicas on one database."""
 
@@ -14,6 +15,7 @@ import os
 import re
 import secrets
 import subprocess
+import time
 from contextlib import ExitStack
 from urllib.parse import urlsplit
 
@@ -105,6 +107,29 @@ def test_compose_init_and_server_log_in_with_the_password_file(database, tmp_pat
             ports.address(flag_value(server_svc["command"], "--client-listen")),
             tmp_path / "data" / "edge-ca.pem", admin_key, BASE_DOMAIN, EDGE_HOST,
         )
+        # The renew-certs service as written (plus --force: nothing is due a minute
+        # after init) on the running server's data directory: the API and the edge
+        # present the new certificates within the reload interval, no restart.
+        renew_svc = resolved(OPERATOR, OPERATOR_ENV, "renew")["services"]["renew-certs"]
+        assert renew_svc["network_mode"] == "none" and not renew_svc.get("environment")
+        ca = tmp_path / "data" / "edge-ca.pem"
+        api = f"127.0.0.1:{ports.local(api_port)}"
+        client = ports.address(flag_value(server_svc["command"], "--client-listen"))
+        before = (serverrun.served_certificate(api, "localhost", ca),
+                  serverrun.served_certificate(client, f"x.{BASE_DOMAIN}", ca))
+        renew_argv = serverrun.local_argv(renew_svc["command"], {v["target"]: local[v["source"]] for v in renew_svc["volumes"]}, ports)
+        renewed = subprocess.run([str(proxyrun.binary()), *renew_argv, "--force"], env={"PATH": "/usr/bin:/bin"},
+                                 capture_output=True, text=True, timeout=60)
+        assert renewed.returncode == 0 and renewed.stdout.count("renewed, valid until") == 2, renewed.stdout + renewed.stderr
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            after = (serverrun.served_certificate(api, "localhost", ca),
+                     serverrun.served_certificate(client, f"x.{BASE_DOMAIN}", ca))
+            if after[0] != before[0] and after[1] != before[1]:
+                break
+            time.sleep(0.5)
+        assert after[0] != before[0] and after[1] != before[1], "the server still presents the old certificates"
+        assert srv.process.poll() is None, "the server restarted or died"
         code, _ = srv.stop()
     assert code == 0, srv.log.read_text()
 

@@ -1,12 +1,16 @@
 """`mcp-tunnel tunnels|certs|admin` against a running API: credentials from the
 environment or a credentials file, tables and --json, exit codes. Once on SQLite and once
-on PostgreSQL."""
+on PostgreSQL. Also `server renew-certs` against a running server, and the refusals of
+--trusted-proxy and --database-url-file."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -208,3 +212,47 @@ def test_database_url_file_flag_refusals_change_nothing(tmp_path):
         assert api.returncode != 0 and "api listening" not in api.stdout + api.stderr, api.stderr
         for w in words:
             assert w in api.stderr, (flags, api.stderr)
+
+
+def _served_cert(port: int, ca_file: str, name: str) -> bytes:
+    ctx = ssl.create_default_context(cafile=ca_file)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def test_renew_certs_reaches_a_running_server_without_a_restart(tmp_path):
+    """`server renew-certs --force` against the data directory of a running `server`:
+    within its reload interval the API and the edge's client listener present the new
+    certificates (still trusted through edge-ca.pem), and the process never restarts."""
+    plane = ControlPlane(tmp_path, server=True)
+    try:
+        api_port = int(plane.base_url.rsplit(":", 1)[1])
+        old_api = _served_cert(api_port, plane.ca_file, "localhost")
+        old_edge = _served_cert(plane.client_port, plane.ca_file, "abc.tunnels.test")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_TUNNEL_")}
+        due = subprocess.run([str(plane.bin), "server", "renew-certs", "--data-dir", str(plane.data)],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert due.returncode == 0 and due.stdout.count("not due") == 2, due.stdout + due.stderr
+        out = subprocess.run([str(plane.bin), "server", "renew-certs", "--data-dir", str(plane.data), "--force"],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.count("renewed, valid until") == 2, out.stdout
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            new_api = _served_cert(api_port, plane.ca_file, "localhost")
+            new_edge = _served_cert(plane.client_port, plane.ca_file, "abc.tunnels.test")
+            if new_api != old_api and new_edge != old_edge:
+                break
+            time.sleep(0.5)
+        assert new_api != old_api, "the API still presents the old certificate"
+        assert new_edge != old_edge, "the edge still presents the old certificate"
+        # What is served is the leaf renew-certs wrote.
+        for served, name in ((new_api, "api.pem"), (new_edge, "edge.pem")):
+            leaf = (plane.data / name).read_text().split("-----END CERTIFICATE-----")[0]
+            assert served == ssl.PEM_cert_to_DER_cert(leaf + "-----END CERTIFICATE-----\n"), name
+        assert plane.proc.poll() is None, "the server restarted or died"
+        log = (tmp_path / "server.log").read_text()
+        assert "certificate reloaded" in log, log[-2000:]
+    finally:
+        plane.close()

@@ -56,7 +56,7 @@ const SQLITE_FILES: [&str; 3] = [crate::db::SQLITE_FILE, "control.db-wal", "cont
 
 /// Validity of the TLS certificates `init` issues.
 const EDGE_CA_VALIDITY: Duration = Duration::from_secs(5 * 365 * 86_400);
-const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+pub(crate) const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +167,7 @@ pub struct InitReport {
 /// Login of the console's bootstrap owner.
 pub const BOOTSTRAP_ADMIN_LOGIN: &str = "admin";
 
-fn write(path: &Path, contents: &str, secret: bool) -> Result<(), LaunchError> {
+pub(crate) fn write(path: &Path, contents: &str, secret: bool) -> Result<(), LaunchError> {
     use std::io::Write as _;
     let err = |e: std::io::Error| LaunchError::Write {
         path: path.display().to_string(),

@@ -14,6 +14,7 @@ pub mod password;
 pub mod replicas;
 pub mod scopes;
 pub mod seal;
+pub mod server_certs;
 pub mod store;
 pub mod time;
 

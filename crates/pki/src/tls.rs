@@ -163,6 +163,51 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<LoadedCer
     })
 }
 
+/// What renewing a certificate needs to know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Subject alternative names, DNS names and IP addresses, in order.
+    pub names: Vec<String>,
+    /// The issuer's and the subject's distinguished names, DER.
+    pub issuer: Vec<u8>,
+    pub subject: Vec<u8>,
+}
+
+/// Validity, names, issuer and subject of a DER certificate.
+pub fn summary(der: &[u8]) -> Result<CertSummary, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let v = cert.validity();
+    let mut names = Vec::new();
+    if let Some(san) = cert.subject_alternative_name().map_err(|e| e.to_string())? {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => names.push((*d).to_owned()),
+                GeneralName::IPAddress(b) => {
+                    let ip = if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                        std::net::IpAddr::from(v4)
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                        std::net::IpAddr::from(v6)
+                    } else {
+                        return Err("an IP address SAN of neither 4 nor 16 bytes".into());
+                    };
+                    names.push(ip.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(CertSummary {
+        not_before: v.not_before.timestamp(),
+        not_after: v.not_after.timestamp(),
+        names,
+        issuer: cert.issuer().as_raw().to_vec(),
+        subject: cert.subject().as_raw().to_vec(),
+    })
+}
+
 /// `(notBefore, notAfter)` of a DER certificate as Unix seconds.
 pub fn validity(der: &[u8]) -> Result<(i64, i64), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;

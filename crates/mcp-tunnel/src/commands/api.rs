@@ -85,7 +85,7 @@ pub struct ControlArgs {
     pub console_session_lifetime: Duration,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     mcp_tunnel_net::duration::parse_duration(s)
         .map_err(|e| e.to_string())
         .and_then(|d| {

@@ -55,6 +55,22 @@ enum ServerCommand {
     /// Create the organization, default workspace, admin API key, master key and TLS
     /// material. Secrets are printed once; files holding them are mode 0600.
     Init(InitArgs),
+    /// Re-issue the server's own certificates (edge.pem, api.pem) from edge-ca.key with
+    /// the names they carry, when they are close to expiry. The running server picks them
+    /// up within 10 seconds; nothing restarts. Run it daily (cron, systemd timer).
+    RenewCerts(RenewCertsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RenewCertsArgs {
+    #[arg(long, env = "MCP_TUNNEL_DATA_DIR", default_value = "mcp-tunnel-data")]
+    data_dir: PathBuf,
+    /// Renew a certificate with less than this validity left (Go duration).
+    #[arg(long, default_value = "720h", value_parser = super::api::duration)]
+    renew_before: std::time::Duration,
+    /// Renew now, whatever is left.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +106,19 @@ struct InitArgs {
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(ServerCommand::Init(init)) => run_init(init).await,
+        Some(ServerCommand::RenewCerts(a)) => {
+            let report = mcp_tunnel_control::server_certs::renew(
+                &mcp_tunnel_control::server_certs::RenewOptions {
+                    data_dir: a.data_dir,
+                    renew_before: a.renew_before,
+                    force: a.force,
+                },
+            )?;
+            for r in report {
+                println!("{r}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         None => run_server(args).await,
     }
 }
