@@ -57,6 +57,9 @@ pub struct RouterConfig {
     pub head_timeout: Duration,
     /// Failed client keys per source address and minute before 429.
     pub client_auth_failures: u32,
+    /// Sessions in their TLS handshake or request head at once (the edge's
+    /// `max_pending_client_handshakes`); more are closed at once.
+    pub max_pending: usize,
 }
 
 impl RouterConfig {
@@ -92,6 +95,7 @@ impl RouterConfig {
             local_peer,
             head_timeout: Duration::from_secs(10),
             client_auth_failures: 50,
+            max_pending: mcp_tunnel_edge::EdgeConfig::default().max_pending_client_handshakes,
         })
     }
 }
@@ -106,12 +110,14 @@ pub async fn route(
 ) {
     let mut public = (*config.public_tls).clone();
     public.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(public));
-    let limiter = Arc::new(FailureLimiter::new(
-        config.client_auth_failures,
-        Duration::from_secs(60),
-    ));
-    let config = Arc::new(config);
+    let router = Arc::new(Router {
+        acceptor: TlsAcceptor::from(Arc::new(public)),
+        limiter: FailureLimiter::new(config.client_auth_failures, Duration::from_secs(60)),
+        pending: Arc::new(tokio::sync::Semaphore::new(config.max_pending.max(1))),
+        store,
+        registry,
+        config,
+    });
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -124,19 +130,15 @@ pub async fn route(
                 }
             },
         };
-        let (acceptor, store, registry, config, limiter, stop) = (
-            acceptor.clone(),
-            store.clone(),
-            registry.clone(),
-            config.clone(),
-            limiter.clone(),
-            stop.clone(),
-        );
+        let Ok(permit) = router.pending.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "session router: too many sessions before their request head, closed");
+            continue;
+        };
+        let (router, stop) = (router.clone(), stop.clone());
         tokio::spawn(async move {
-            let session = serve(tcp, peer, acceptor, &store, &registry, &config, &limiter);
             tokio::select! {
                 _ = stop.cancelled() => {}
-                r = session => if let Err(e) = r {
+                r = serve(tcp, peer, permit, &router) => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "routed session ended");
                 },
             }
@@ -144,15 +146,31 @@ pub async fn route(
     }
 }
 
+/// What every routed session shares.
+struct Router {
+    acceptor: TlsAcceptor,
+    store: ControlStore,
+    registry: Arc<Registry>,
+    config: RouterConfig,
+    limiter: FailureLimiter,
+    /// Sessions before the end of their request head.
+    pending: Arc<tokio::sync::Semaphore>,
+}
+
 async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    store: &ControlStore,
-    registry: &Registry,
-    config: &RouterConfig,
-    limiter: &FailureLimiter,
+    pending: tokio::sync::OwnedSemaphorePermit,
+    router: &Router,
 ) -> std::io::Result<()> {
+    let Router {
+        acceptor,
+        store,
+        registry,
+        config,
+        limiter,
+        ..
+    } = router;
     let _ = tcp.set_nodelay(true);
     let timeout = config.head_timeout;
     let mut client = tokio::time::timeout(timeout, acceptor.accept(tcp))
@@ -161,6 +179,8 @@ async fn serve(
     let head = tokio::time::timeout(timeout, read_head(&mut client))
         .await
         .map_err(|_| std::io::Error::other("request head timed out"))??;
+    // The cap covers the unauthenticated part: handshake and head.
+    drop(pending);
     if limiter.check(peer.ip()).is_err() {
         let body = r#"{"type":"error","error":{"type":"rate_limit_error","code":"rate_limited","message":"too many failed authentications from this address; retry later"}}"#;
         let resp = format!(

@@ -3,9 +3,10 @@
 //! handshake, oversized and too many headers, and request bodies far beyond the 64 KiB
 //! limit (refused with a 400 naming the limit), and more connections than its caps (in
 //! all: they wait; from one address: closed at once), and `X-Forwarded-For` (read only
-//! from a `--trusted-proxy`, only its own entry and those of further trusted proxies).
-//! Each ends in a bounded, clear
-//! failure; the API keeps answering throughout.
+//! from a `--trusted-proxy`, only its own entry and those of further trusted proxies);
+//! and, at `server`'s client port, silent connections beyond
+//! `--max-pending-client-handshakes`, at the edge and at the replica session router.
+//! Each ends in a bounded, clear failure; the API keeps answering throughout.
 //!
 //! The listener's deadlines are fixed at 10s (TLS handshake, then each request head), so
 //! the slowloris test waits one of them out, for three clients at a time.
@@ -38,7 +39,10 @@ impl Fixture {
     }
 
     async fn start_with(extra: &[&str]) -> Self {
-        let cp = ControlPlane::start_with(false, extra).await;
+        Self::from(ControlPlane::start_with(false, extra).await).await
+    }
+
+    async fn from(cp: ControlPlane) -> Self {
         let addr = cp
             .url
             .trim_start_matches("https://")
@@ -491,4 +495,60 @@ async fn a_trusted_proxy_is_not_held_to_one_address_share_of_connections() {
         );
     }
     fx.still_serves().await;
+}
+
+/// Holds `cap` silent connections at `server`'s client port; the next is closed at once,
+/// and once they are gone a TLS handshake there succeeds again.
+async fn pending_handshakes_are_capped(fx: &Fixture, cap: usize) {
+    let addr: std::net::SocketAddr = fx.cp.client_addr().parse().unwrap();
+    let silent: Vec<TcpStream> = {
+        let mut v = Vec::new();
+        for _ in 0..cap {
+            v.push(TcpStream::connect(addr).await.unwrap());
+        }
+        v
+    };
+    // Let the listener take them all before the one over the cap arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let ended = read_to_close(&mut over, started, Duration::from_secs(8)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a connection over the cap of {cap} was left open for {:?}: {}",
+        started.elapsed(),
+        ended.text()
+    );
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let roots = mcp_tunnel_pki::tls::load_certs(&fx.cp.ca_file).unwrap();
+    let tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        try_tls_http1(tcp, roots, "x.tunnels.test"),
+    )
+    .await
+    .expect("handshake after the silent ones left");
+    assert!(tls.is_ok(), "{tls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_client_handshakes_are_capped_at_the_edge_and_the_replica_router() {
+    // The edge's own client listener.
+    let cp = ControlPlane::start_with(true, &["--max-pending-client-handshakes", "3"]).await;
+    let fx = Fixture::from(cp).await;
+    pending_handshakes_are_capped(&fx, 3).await;
+    // Replica mode: the public port is the session router in front of the edge.
+    let cp = ControlPlane::start_with(
+        true,
+        &[
+            "--max-pending-client-handshakes",
+            "3",
+            "--peer-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    let fx = Fixture::from(cp).await;
+    pending_handshakes_are_capped(&fx, 3).await;
 }

@@ -50,6 +50,9 @@ pub struct EdgeArgs {
     /// Connector handshakes in progress at once.
     #[arg(long, default_value_t = 1024)]
     max_pending_handshakes: usize,
+    /// Client connections in their TLS handshake at once; more are closed at once.
+    #[arg(long, default_value_t = EdgeConfig::default().max_pending_client_handshakes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_pending_client_handshakes: usize,
     /// Log level (error, warn, info, debug).
     #[arg(long, default_value = "info")]
     loglevel: String,
@@ -72,6 +75,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
         edge_id: args.edge_id.clone(),
         handshake_timeout: duration("handshake-timeout", &args.handshake_timeout)?,
         max_pending_handshakes: args.max_pending_handshakes,
+        max_pending_client_handshakes: args.max_pending_client_handshakes,
         ..EdgeConfig::default()
     };
     let listeners = EdgeListeners {

@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// host:port peers dial to reach --peer-listen; defaults to its bound address.
     #[arg(long, requires = "peer_listen")]
     peer_advertise: Option<String>,
+    /// Client connections in their TLS handshake or request head at once; more are
+    /// closed at once (in replica mode, at the session router).
+    #[arg(long, default_value_t = EdgeConfig::default().max_pending_client_handshakes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_pending_client_handshakes: usize,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -331,6 +335,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
             } else {
                 EdgeConfig::default().client_auth_failures
             },
+            max_pending_client_handshakes: args.max_pending_client_handshakes,
             ..EdgeConfig::default()
         },
         EdgeTls {
@@ -353,14 +358,17 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         };
         let config = launch::read_config(dir)?;
         let edge_host = config.edge_host()?;
-        let router = RouterConfig::new(
-            edge_id.clone(),
-            tls,
-            &dir.join(launch::EDGE_CA_CERT),
-            &edge_host,
-            session_addr,
-        )
-        .map_err(|e| anyhow::anyhow!("replica router: {e}"))?;
+        let router = RouterConfig {
+            max_pending: args.max_pending_client_handshakes,
+            ..RouterConfig::new(
+                edge_id.clone(),
+                tls,
+                &dir.join(launch::EDGE_CA_CERT),
+                &edge_host,
+                session_addr,
+            )
+            .map_err(|e| anyhow::anyhow!("replica router: {e}"))?
+        };
         tokio::spawn(replicas::route(
             public,
             store.clone(),
