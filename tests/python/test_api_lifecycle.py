@@ -1,5 +1,6 @@
 """`mcp-tunnel api` (and `server`) as a process: readiness, SIGTERM letting a request in flight finish
-(answered, its audit event written) before the process exits 0, and a PostgreSQL
+(answered, its audit event written) before the process exits 0, on SQLite and PostgreSQL,
+and a PostgreSQL
 password that stays out of argv and every log line."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from controlplane import ControlPlane, Issuer, binary
+from controlplane import BACKENDS, ControlPlane, Issuer, binary, database_url
 
 pytestmark = pytest.mark.skipif(binary() is None, reason="mcp-tunnel binary not built")
 
@@ -76,10 +77,12 @@ def exchange(cp: ControlPlane, rule_id: str, assertion: str) -> tuple[int, dict]
         return e.code, json.loads(e.read())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("role", ["api", "server"])
-def test_sigterm_lets_the_request_in_flight_finish(tmp_path, role):
-    # `server` stops its edge first, then drains the API the same way `api` does.
-    cp = ControlPlane(tmp_path, server=role == "server")
+def test_sigterm_lets_the_request_in_flight_finish(tmp_path, role, backend):
+    # `server` stops its edge first, then drains the API the same way `api` does; on
+    # PostgreSQL the pool closes only after the exchange's transaction committed.
+    cp = ControlPlane(tmp_path, server=role == "server", database_url=database_url(backend))
     try:
         assert get(cp, "/readyz") == (200, "ready\n")
         issuer = Issuer()
