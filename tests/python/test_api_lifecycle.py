@@ -1,7 +1,6 @@
 """`mcp-tunnel api` (and `server`) as a process: readiness, SIGTERM letting a request in flight finish
 (answered, its audit event written) before the process exits 0, on SQLite and PostgreSQL,
-and a PostgreSQL
-password that stays out of argv and every log line."""
+and a PostgreSQL password that stays out of argv and every log line."""
 
 from __future__ import annotations
 
