@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use mcp_tunnel_edge::EdgeStore;
 use mcp_tunnel_edge::registry::Registry;
+use mcp_tunnel_net::forwarded::TrustedProxies;
 use mcp_tunnel_net::host::{tunnel_domains, tunnel_host};
 use mcp_tunnel_proto::TunnelId;
 use rustls_pki_types::ServerName;
@@ -60,6 +61,9 @@ pub struct RouterConfig {
     /// Sessions in their TLS handshake or request head at once (the edge's
     /// `max_pending_client_handshakes`); more are closed at once.
     pub max_pending: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client for the failed-key
+    /// limit (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl RouterConfig {
@@ -96,6 +100,7 @@ impl RouterConfig {
             head_timeout: Duration::from_secs(10),
             client_auth_failures: 50,
             max_pending: mcp_tunnel_edge::EdgeConfig::default().max_pending_client_handshakes,
+            trusted_proxies: TrustedProxies::none(),
         })
     }
 }
@@ -181,7 +186,10 @@ async fn serve(
         .map_err(|_| std::io::Error::other("request head timed out"))??;
     // The cap covers the unauthenticated part: handshake and head.
     drop(pending);
-    if limiter.check(peer.ip()).is_err() {
+    let source = config
+        .trusted_proxies
+        .client(peer.ip(), header_values(&head, "x-forwarded-for"));
+    if limiter.check(source).is_err() {
         let body = r#"{"type":"error","error":{"type":"rate_limit_error","code":"rate_limited","message":"too many failed authentications from this address; retry later"}}"#;
         let resp = format!(
             "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -199,7 +207,7 @@ async fn serve(
     upstream.write_all(&head).await?;
     let answer = read_head(&mut upstream).await?;
     if answer.starts_with(b"HTTP/1.1 401") {
-        limiter.failed(peer.ip());
+        limiter.failed(source);
     }
     client.write_all(&answer).await?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
@@ -231,18 +239,28 @@ async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> 
 /// The tunnel host named by the head's `Host` header, read as the edge reads it
 /// ([`tunnel_host`]).
 pub fn host_of(head: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(head).ok()?;
-    let end = text.find("\r\n\r\n")?;
-    let value = text[..end]
-        .split("\r\n")
+    let value = header_values(head, "host").into_iter().next()?;
+    tunnel_host(std::str::from_utf8(value).ok()?.trim())
+}
+
+/// The values of header `name` in a request head, in order (empty when the head is not
+/// complete).
+pub fn header_values<'a>(head: &'a [u8], name: &str) -> Vec<&'a [u8]> {
+    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Vec::new();
+    };
+    head[..end]
+        .split(|b| *b == b'\n')
         .skip(1)
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
-        })?
-        .1
-        .trim();
-    tunnel_host(value)
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|b| *b == b':')?;
+            let (key, value) = line.split_at(colon);
+            key.trim_ascii()
+                .eq_ignore_ascii_case(name.as_bytes())
+                .then(|| value[1..].trim_ascii())
+        })
+        .collect()
 }
 
 /// The tunnel domain itself, or `<route>.<tunnel domain>` ([`tunnel_domains`], as the
@@ -340,5 +358,25 @@ mod tests {
         );
         assert_eq!(host_of(b"GET / HTTP/1.1\r\nx: y\r\n\r\n"), None);
         assert_eq!(host_of(b"GET / HTTP/1.1\r\nHost: a"), None);
+    }
+
+    #[test]
+    fn header_values_in_order_and_only_from_a_complete_head() {
+        let head = b"GET / HTTP/1.1\r\nX-Forwarded-For: 198.51.100.1\r\nHost: a.b.c\r\nx-forwarded-for:10.0.0.1 \r\n\r\nX-Forwarded-For: 203.0.113.9\r\n";
+        assert_eq!(
+            header_values(head, "x-forwarded-for"),
+            [&b"198.51.100.1"[..], &b"10.0.0.1"[..]],
+            "the body is not read as headers"
+        );
+        assert!(
+            header_values(
+                b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\n",
+                "x-forwarded-for"
+            )
+            .is_empty()
+        );
+        assert!(header_values(b"GET / HTTP/1.1\r\nnocolon\r\n\r\n", "nocolon").is_empty());
+        // The request line is never a header, even if it holds a colon.
+        assert!(header_values(b"x-forwarded-for: 1.2.3.4\r\n\r\n", "x-forwarded-for").is_empty());
     }
 }

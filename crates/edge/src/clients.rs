@@ -118,7 +118,14 @@ async fn admit(
     shared: &Shared,
 ) -> Result<(TunnelRecord, String), Refusal> {
     let now = Instant::now();
-    if shared.client_failures.is_blocked(peer.ip(), now) {
+    // The client: the peer, or the one a trusted reverse proxy names.
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes());
+    let source = shared.config.trusted_proxies.client(peer.ip(), forwarded);
+    if shared.client_failures.is_blocked(source, now) {
         return Err(Refusal::RateLimited);
     }
     let key = bearer(req).ok_or(Refusal::MissingKey)?;
@@ -128,7 +135,7 @@ async fn admit(
         .await
         .map_err(|e| store_down(&e))?;
     let Some(identity) = identity else {
-        shared.client_failures.record_failure(peer.ip(), now);
+        shared.client_failures.record_failure(source, now);
         return Err(Refusal::BadKey);
     };
     if !identity.has_scope(USE_TUNNELS_SCOPE) {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mcp_tunnel_net::forwarded::TrustedProxies;
 use mcp_tunnel_proto::ALPN;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast};
@@ -43,6 +44,9 @@ pub struct EdgeConfig {
     /// HTTP/2 flow-control windows on connector connections.
     pub stream_window: u32,
     pub connection_window: u32,
+    /// Reverse proxies in front of the client listener whose `X-Forwarded-For` names the
+    /// client for the failed-key limit (`--trusted-proxy`); from anyone else it is ignored.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for EdgeConfig {
@@ -62,6 +66,7 @@ impl Default for EdgeConfig {
             client_header_timeout: Duration::from_secs(10),
             stream_window: 256 * 1024,
             connection_window: 4 * 1024 * 1024,
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 }

@@ -552,3 +552,51 @@ async fn pending_client_handshakes_are_capped_at_the_edge_and_the_replica_router
     let fx = Fixture::from(cp).await;
     pending_handshakes_are_capped(&fx, 3).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_names_the_client_at_the_replica_router_only_from_a_trusted_proxy() {
+    let cp = ControlPlane::start_with(
+        true,
+        &[
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--trusted-proxy",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let fx = Fixture::from(cp).await;
+    let addr: std::net::SocketAddr = fx.cp.client_addr().parse().unwrap();
+    let roots = mcp_tunnel_pki::tls::load_certs(&fx.cp.ca_file).unwrap();
+    let status = |xff: &'static str| {
+        let roots = roots.clone();
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut tls = tls_http1(tcp, roots, "x.tunnels.test").await;
+            let request = format!(
+                "GET / HTTP/1.1\r\nHost: x.tunnels.test\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ck_not_a_real_key\r\nX-Forwarded-For: {xff}\r\n\r\n"
+            );
+            let started = Instant::now();
+            tls.write_all(request.as_bytes()).await.unwrap();
+            let ended = read_to_close(&mut tls, started, Duration::from_secs(10)).await;
+            ended
+                .status()
+                .unwrap_or_else(|| panic!("no answer: {}", ended.text()))
+        }
+    };
+    // The router's failed-key limit: 50 per source and minute.
+    for _ in 0..50 {
+        assert_eq!(status("198.51.100.1").await, 401);
+    }
+    assert_eq!(status("198.51.100.1").await, 429);
+    assert_eq!(
+        status("198.51.100.2, 198.51.100.1").await,
+        429,
+        "a client wrote the header itself"
+    );
+    assert_eq!(
+        status("198.51.100.2").await,
+        401,
+        "another client has its own budget"
+    );
+}

@@ -1,8 +1,9 @@
 //! Bad input at the edge's client listener (issue 9), through the whole data path as real
 //! processes (`mcp-tunnel edge`, `connector run`, `proxy`): TLS garbage, slowloris before
 //! and after the TLS handshake, oversized headers, missing and garbage client keys,
-//! malformed WebSocket frames relayed to the proxy; and garbage at the edge's and the
-//! connector's health listeners. A session opened before each abuse keeps working.
+//! malformed WebSocket frames relayed to the proxy, `X-Forwarded-For` (read only from a
+//! `--trusted-proxy`); and garbage at the edge's and the connector's health listeners.
+//! A session opened before each abuse keeps working.
 //!
 //! The edge's client deadline (`client_header_timeout`, TLS handshake plus request head)
 //! is 10s and not a flag, so the slowloris test waits it out once, for three clients at
@@ -334,4 +335,57 @@ async fn health_listeners_of_edge_and_connector_answer_under_slowloris_and_garba
         drop(held);
     }
     fx.still_serves().await;
+}
+
+/// The status of an upgrade request with a wrong client key and this `X-Forwarded-For`.
+async fn bad_key_status(fx: &Fixture, forwarded_for: &str) -> u16 {
+    let mut tls = fx.outer_tls().await;
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ck_not_a_real_key\r\nX-Forwarded-For: {forwarded_for}\r\n\r\n",
+        route_host("mcp")
+    );
+    let started = Instant::now();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let ended = read_to_close(&mut tls, started, HANG).await;
+    ended
+        .status()
+        .unwrap_or_else(|| panic!("no answer: {}", ended.text()))
+}
+
+/// The edge's failed client-key limit per source and minute (`client_auth_failures`).
+const KEY_FAILURES: usize = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_names_the_client_only_from_a_trusted_proxy() {
+    // 127.0.0.1 is a trusted proxy: each client it names has its own budget.
+    let upstream = Recorder::start().await;
+    let stack = Stack::start(&upstream.origin(), &["--trusted-proxy", "127.0.0.0/8"], 1).await;
+    let live = stack.session("mcp").await.unwrap();
+    let mut fx = Fixture {
+        upstream,
+        stack,
+        live,
+    };
+    for _ in 0..KEY_FAILURES {
+        assert_eq!(bad_key_status(&fx, "198.51.100.1").await, 401);
+    }
+    assert_eq!(bad_key_status(&fx, "198.51.100.1").await, 429);
+    // A client cannot pass as another by writing the header itself: only the proxy's
+    // (rightmost) entry counts.
+    assert_eq!(bad_key_status(&fx, "198.51.100.2, 198.51.100.1").await, 429);
+    assert_eq!(bad_key_status(&fx, "198.51.100.2").await, 401);
+    // The proxy's own sessions (no header) are not held by its clients' failures.
+    fx.still_serves().await;
+
+    // Without --trusted-proxy the header changes nothing: the peer is the client.
+    let fx = Fixture::start().await;
+    for i in 0..KEY_FAILURES {
+        let xff = format!("198.51.100.{}", i + 1);
+        assert_eq!(bad_key_status(&fx, &xff).await, 401);
+    }
+    assert_eq!(
+        bad_key_status(&fx, "203.0.113.77").await,
+        429,
+        "a fresh X-Forwarded-For escaped the limit"
+    );
 }

@@ -85,6 +85,14 @@ pub struct ControlArgs {
     pub console_session_lifetime: Duration,
 }
 
+impl ControlArgs {
+    /// `--trusted-proxy`, parsed.
+    pub fn trusted_proxies(&self) -> anyhow::Result<api::TrustedProxies> {
+        api::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))
+    }
+}
+
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     mcp_tunnel_net::duration::parse_duration(s)
         .map_err(|e| e.to_string())
@@ -105,8 +113,7 @@ pub struct ApiArgs {
 
 /// Opens the store and starts serving the API; returns the store for the edge.
 pub async fn start(args: &ControlArgs, stop: &CancellationToken) -> anyhow::Result<ControlStore> {
-    let trusted_proxies = api::TrustedProxies::parse(&args.trusted_proxies)
-        .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?;
+    let trusted_proxies = args.trusted_proxies()?;
     let database_url = launch::database_url(
         args.database_url.as_deref(),
         args.database_url_file.as_deref(),

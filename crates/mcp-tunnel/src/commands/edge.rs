@@ -50,6 +50,16 @@ pub struct EdgeArgs {
     /// Connector handshakes in progress at once.
     #[arg(long, default_value_t = 1024)]
     max_pending_handshakes: usize,
+    /// A reverse proxy in front of the client listener (address or network, repeatable
+    /// or comma-separated; e.g. the TLS-terminating balancer of --client-plaintext) whose
+    /// X-Forwarded-For names the client for the failed-key limit. Ignored from anyone else.
+    #[arg(
+        long = "trusted-proxy",
+        env = "MCP_TUNNEL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    trusted_proxies: Vec<String>,
     /// Client connections in their TLS handshake at once; more are closed at once.
     #[arg(long, default_value_t = EdgeConfig::default().max_pending_client_handshakes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_pending_client_handshakes: usize,
@@ -71,8 +81,11 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
             _ => connector_tls.clone(),
         })
     };
+    let trusted_proxies = mcp_tunnel_net::forwarded::TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?;
     let config = EdgeConfig {
         edge_id: args.edge_id.clone(),
+        trusted_proxies,
         handshake_timeout: duration("handshake-timeout", &args.handshake_timeout)?,
         max_pending_handshakes: args.max_pending_handshakes,
         max_pending_client_handshakes: args.max_pending_client_handshakes,

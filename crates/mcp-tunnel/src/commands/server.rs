@@ -336,6 +336,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 EdgeConfig::default().client_auth_failures
             },
             max_pending_client_handshakes: args.max_pending_client_handshakes,
+            trusted_proxies: args.control.trusted_proxies()?,
             ..EdgeConfig::default()
         },
         EdgeTls {
@@ -360,6 +361,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         let edge_host = config.edge_host()?;
         let router = RouterConfig {
             max_pending: args.max_pending_client_handshakes,
+            trusted_proxies: args.control.trusted_proxies()?,
             ..RouterConfig::new(
                 edge_id.clone(),
                 tls,
