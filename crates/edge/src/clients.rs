@@ -119,12 +119,10 @@ async fn admit(
 ) -> Result<(TunnelRecord, String), Refusal> {
     let now = Instant::now();
     // The client: the peer, or the one a trusted reverse proxy names.
-    let forwarded = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(|v| v.as_bytes());
-    let source = shared.config.trusted_proxies.client(peer.ip(), forwarded);
+    let source = shared
+        .config
+        .trusted_proxies
+        .client_of(peer.ip(), req.headers());
     if shared.client_failures.is_blocked(source, now) {
         return Err(Refusal::RateLimited);
     }

@@ -101,6 +101,17 @@ impl TrustedProxies {
     }
 }
 
+impl TrustedProxies {
+    /// [`TrustedProxies::client`] with the `X-Forwarded-For` lines of `headers`.
+    pub fn client_of(&self, peer: IpAddr, headers: &hyper::HeaderMap) -> IpAddr {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes());
+        self.client(peer, forwarded)
+    }
+}
+
 impl std::fmt::Display for TrustedProxies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, n) in self.nets.iter().enumerate() {

@@ -364,11 +364,7 @@ fn request_source(
     if trusted.is_empty() {
         return peer;
     }
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(|v| v.as_bytes());
-    let client = trusted.client(peer.ip(), forwarded);
+    let client = trusted.client_of(peer.ip(), headers);
     if client == peer.ip().to_canonical() {
         peer
     } else {
