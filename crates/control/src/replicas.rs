@@ -26,6 +26,7 @@ use mcp_tunnel_edge::EdgeStore;
 use mcp_tunnel_edge::registry::Registry;
 use mcp_tunnel_net::forwarded::TrustedProxies;
 use mcp_tunnel_net::host::{tunnel_domains, tunnel_host};
+use mcp_tunnel_net::proxy_protocol::client_behind;
 use mcp_tunnel_proto::TunnelId;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -64,6 +65,9 @@ pub struct RouterConfig {
     /// Reverse proxies whose `X-Forwarded-For` names the client for the failed-key
     /// limit (`--trusted-proxy`).
     pub trusted_proxies: TrustedProxies,
+    /// L4 balancers that put a PROXY protocol header before each connection
+    /// (`--proxy-protocol-from`).
+    pub proxy_protocol_from: TrustedProxies,
 }
 
 impl RouterConfig {
@@ -101,6 +105,7 @@ impl RouterConfig {
             client_auth_failures: 50,
             max_pending: mcp_tunnel_edge::EdgeConfig::default().max_pending_client_handshakes,
             trusted_proxies: TrustedProxies::none(),
+            proxy_protocol_from: TrustedProxies::none(),
         })
     }
 }
@@ -178,6 +183,10 @@ async fn serve(
     } = router;
     let _ = tcp.set_nodelay(true);
     let timeout = config.head_timeout;
+    let mut tcp = tcp;
+    let peer = client_behind(&mut tcp, peer, &config.proxy_protocol_from, timeout)
+        .await
+        .map_err(std::io::Error::other)?;
     let mut client = tokio::time::timeout(timeout, acceptor.accept(tcp))
         .await
         .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;

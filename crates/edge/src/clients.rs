@@ -13,6 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mcp_tunnel_net::host::{tunnel_domains, tunnel_host};
+use mcp_tunnel_net::proxy_protocol::client_behind;
 use mcp_tunnel_pki::crypto::Secret;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -48,13 +49,23 @@ pub(crate) async fn accept_loop(
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let mut tcp = tcp;
+            let timeout = shared.config.client_header_timeout;
+            let balancers = &shared.config.proxy_protocol_clients;
+            let peer = match client_behind(&mut tcp, peer, balancers, timeout).await {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "client connection from a balancer refused");
+                    shared.metrics.client_requests.inc(&["proxy_header_error"]);
+                    return;
+                }
+            };
             match acceptor {
                 None => {
                     drop(permit);
                     serve(tcp, peer, shared).await
                 }
                 Some(acceptor) => {
-                    let timeout = shared.config.client_header_timeout;
                     let tls = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
                     // The cap covers TLS handshakes; hyper's header timeout bounds the rest.
                     drop(permit);

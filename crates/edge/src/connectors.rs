@@ -10,6 +10,7 @@ use std::time::Instant;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mcp_tunnel_net::metrics::GaugeGuard;
+use mcp_tunnel_net::proxy_protocol::client_behind;
 use mcp_tunnel_proto::{
     ConnectionId, HandshakeError, Hello, ProtocolVersion, RejectCode, ServerEvent, ServerHandshake,
 };
@@ -114,11 +115,6 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acce
                 continue;
             }
         };
-        let now = Instant::now();
-        if shared.connector_failures.is_blocked(peer.ip(), now) {
-            shared.metrics.handshakes.inc(&["rate_limited"]);
-            continue;
-        }
         let Ok(permit) = shared.pending.clone().try_acquire_owned() else {
             shared.metrics.handshakes.inc(&["pending_full"]);
             continue;
@@ -126,6 +122,24 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acce
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let mut tcp = tcp;
+            let balancers = &shared.config.proxy_protocol_connectors;
+            let timeout = shared.config.handshake_timeout;
+            let peer = match client_behind(&mut tcp, peer, balancers, timeout).await {
+                Ok(client) => client,
+                Err(e) => {
+                    shared.metrics.handshakes.inc(&["proxy_header_error"]);
+                    tracing::info!(peer = %peer, reason = %e, "connector connection refused");
+                    return;
+                }
+            };
+            if shared
+                .connector_failures
+                .is_blocked(peer.ip(), Instant::now())
+            {
+                shared.metrics.handshakes.inc(&["rate_limited"]);
+                return;
+            }
             let Some(slot) = shared
                 .pending_per_source
                 .try_take(peer.ip(), shared.config.max_pending_handshakes_per_source)

@@ -47,6 +47,12 @@ pub struct EdgeConfig {
     /// Reverse proxies in front of the client listener whose `X-Forwarded-For` names the
     /// client for the failed-key limit (`--trusted-proxy`); from anyone else it is ignored.
     pub trusted_proxies: TrustedProxies,
+    /// L4 balancers that put a PROXY protocol header (v1 or v2) before each connection
+    /// (`--proxy-protocol-from`), in front of the connector listener and of the client
+    /// listener: connections from them must carry one, and its source is the client for
+    /// every per-source limit.
+    pub proxy_protocol_connectors: TrustedProxies,
+    pub proxy_protocol_clients: TrustedProxies,
 }
 
 impl Default for EdgeConfig {
@@ -67,6 +73,8 @@ impl Default for EdgeConfig {
             stream_window: 256 * 1024,
             connection_window: 4 * 1024 * 1024,
             trusted_proxies: TrustedProxies::none(),
+            proxy_protocol_connectors: TrustedProxies::none(),
+            proxy_protocol_clients: TrustedProxies::none(),
         }
     }
 }

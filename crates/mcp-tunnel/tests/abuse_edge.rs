@@ -389,3 +389,100 @@ async fn forwarded_for_names_the_client_only_from_a_trusted_proxy() {
         "a fresh X-Forwarded-For escaped the limit"
     );
 }
+
+/// A TCP connection to `addr` from 127.0.0.2, the test's stand-in for an L4 balancer.
+async fn from_balancer(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A PROXY protocol v2 header for a TCP/IPv4 client.
+fn proxy_v2(source: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    h.extend_from_slice(&source);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_from_a_balancer_names_the_client_and_is_required_of_it() {
+    let upstream = Recorder::start().await;
+    let stack = Stack::start(
+        &upstream.origin(),
+        &["--proxy-protocol-from", "127.0.0.2"],
+        1,
+    )
+    .await;
+    let live = stack.session("mcp").await.unwrap();
+    let mut fx = Fixture {
+        upstream,
+        stack,
+        live,
+    };
+    let addr = fx.stack.edge_client_addr;
+    let roots = vec![fx.stack.edge_ca.cert_der.clone().into()];
+    // One bad-key upgrade through the "balancer", for a client it names; the status.
+    let through = |header: Vec<u8>| {
+        let roots = roots.clone();
+        async move {
+            let mut tcp = from_balancer(addr).await;
+            tcp.write_all(&header).await.unwrap();
+            let mut tls = tls_http1(tcp, roots, EDGE_NAME).await;
+            let request = format!(
+                "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ck_not_a_real_key\r\n\r\n",
+                route_host("mcp")
+            );
+            let started = Instant::now();
+            tls.write_all(request.as_bytes()).await.unwrap();
+            read_to_close(&mut tls, started, HANG).await.status()
+        }
+    };
+    // Each client the header names has its own budget of failed keys.
+    for _ in 0..KEY_FAILURES {
+        assert_eq!(through(proxy_v2([198, 51, 100, 1], 40000)).await, Some(401));
+    }
+    assert_eq!(through(proxy_v2([198, 51, 100, 1], 40001)).await, Some(429));
+    assert_eq!(
+        through(b"PROXY TCP4 198.51.100.1 127.0.0.1 1 443\r\n".to_vec()).await,
+        Some(429),
+        "version 1 too"
+    );
+    assert_eq!(through(proxy_v2([198, 51, 100, 2], 40000)).await, Some(401));
+
+    // From the balancer, a connection without a header (or a broken one) is dropped
+    // before TLS.
+    for bad in [
+        &b""[..],
+        b"PROXY TCP4 nope\r\n",
+        b"\r\n\r\n\0\r\nQUIT\n\x21\x31\x00\x00",
+    ] {
+        let mut tcp = from_balancer(addr).await;
+        tcp.write_all(bad).await.unwrap();
+        let roots = vec![fx.stack.edge_ca.cert_der.clone().into()];
+        let tls = tokio::time::timeout(
+            Duration::from_secs(15),
+            try_tls_http1(tcp, roots, EDGE_NAME),
+        )
+        .await;
+        assert!(matches!(tls, Ok(Err(_))), "{bad:?}: {tls:?}");
+    }
+    // Anyone else (the connector, direct clients on 127.0.0.1) is read as before; and a
+    // PROXY header from them is just bytes that are not TLS.
+    fx.still_serves().await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&proxy_v2([203, 0, 113, 9], 1)).await.unwrap();
+    let roots = vec![fx.stack.edge_ca.cert_der.clone().into()];
+    let tls = tokio::time::timeout(
+        Duration::from_secs(15),
+        try_tls_http1(tcp, roots, EDGE_NAME),
+    )
+    .await;
+    assert!(
+        matches!(tls, Ok(Err(_))),
+        "a PROXY header from a non-balancer was honoured: {tls:?}"
+    );
+    fx.still_serves().await;
+}

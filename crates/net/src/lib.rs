@@ -9,4 +9,5 @@ pub mod host;
 pub mod listen;
 pub mod metrics;
 pub mod pipe;
+pub mod proxy_protocol;
 pub mod ws;

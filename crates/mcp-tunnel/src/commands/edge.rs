@@ -60,6 +60,17 @@ pub struct EdgeArgs {
         value_name = "CIDR"
     )]
     trusted_proxies: Vec<String>,
+    /// An L4 balancer in front of the connector and client listeners (address or
+    /// network, repeatable or comma-separated) that puts a PROXY protocol header (v1 or
+    /// v2) before each connection: connections from it must carry one, and its source is
+    /// the client for every per-source limit.
+    #[arg(
+        long = "proxy-protocol-from",
+        env = "MCP_TUNNEL_PROXY_PROTOCOL_FROM",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    proxy_protocol_from: Vec<String>,
     /// Client connections in their TLS handshake at once; more are closed at once.
     #[arg(long, default_value_t = EdgeConfig::default().max_pending_client_handshakes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_pending_client_handshakes: usize,
@@ -83,9 +94,14 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
     };
     let trusted_proxies = mcp_tunnel_net::forwarded::TrustedProxies::parse(&args.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?;
+    let proxy_protocol_from =
+        mcp_tunnel_net::forwarded::TrustedProxies::parse(&args.proxy_protocol_from)
+            .map_err(|e| anyhow::anyhow!("--proxy-protocol-from: {e}"))?;
     let config = EdgeConfig {
         edge_id: args.edge_id.clone(),
         trusted_proxies,
+        proxy_protocol_connectors: proxy_protocol_from.clone(),
+        proxy_protocol_clients: proxy_protocol_from,
         handshake_timeout: duration("handshake-timeout", &args.handshake_timeout)?,
         max_pending_handshakes: args.max_pending_handshakes,
         max_pending_client_handshakes: args.max_pending_client_handshakes,
