@@ -144,12 +144,15 @@ def test_server_settings_reach_the_command_line():
     assert args[args.index("--failed-auth-per-minute") + 1] == "10"
     trusted = [args[i + 1] for i, a in enumerate(args) if a == "--trusted-proxy"]
     assert trusted == ["10.244.0.0/16", "fd00:10:244::/56"]
+    balancers = [args[i + 1] for i, a in enumerate(args) if a == "--proxy-protocol-from"]
+    assert balancers == ["10.0.0.0/16"]
     assert args[args.index("--loglevel") + 1] == "warn"
     assert "lifecycle" not in server
     (default,) = one(render(SERVER_CHART, SERVER_SETS["external-postgres"], release="ops"), "Deployment")["spec"]["template"]["spec"]["containers"]
     # 0 keeps the limit `server init` recorded: --max-tunnels 0 would allow none.
     assert "--max-tunnels" not in default["args"]
     assert "--trusted-proxy" not in default["args"]
+    assert "--proxy-protocol-from" not in default["args"]
     assert default["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
 
 

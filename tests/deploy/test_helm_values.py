@@ -90,6 +90,7 @@ SERVER_REFUSALS = {
     # Trusting every address would let any client choose its own source address.
     "every address a trusted proxy": (SERVER, {"server": {"trustedProxies": ["0.0.0.0/0"]}}, ["trustedProxies"]),
     "trusted proxy that is a name": (SERVER, {"server": {"trustedProxies": ["ingress-nginx"]}}, ["trustedProxies"]),
+    "every address a PROXY protocol balancer": (SERVER, {"server": {"proxyProtocolFrom": ["::/0"]}}, ["proxyProtocolFrom"]),
     "bad secret name": (SERVER, {"tls": {"apiSecretName": "API_TLS"}}, ["apiSecretName"]),
     "bad digest": (SERVER, {"image": {"digest": "sha256:XYZ"}}, ["digest"]),
     "bad service type": (SERVER, {"service": {"edge": {"type": "Ingress"}}}, ["type"]),

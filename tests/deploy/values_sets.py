@@ -105,7 +105,7 @@ SERVER_SETS = {
             "replicaCount": 3,
             "image": {"digest": DIGEST},
             "postgresql": {"enabled": True, "auth": {"existingSecret": "mcp-tunnel-pg"}, "image": {"digest": DIGEST}},
-            "server": {"maxTunnels": 50, "failedAuthPerMinute": 10, "trustedProxies": ["10.244.0.0/16", "fd00:10:244::/56"], "preStopSleepSeconds": 0, "logLevel": "warn"},
+            "server": {"maxTunnels": 50, "failedAuthPerMinute": 10, "trustedProxies": ["10.244.0.0/16", "fd00:10:244::/56"], "proxyProtocolFrom": ["10.0.0.0/16"], "preStopSleepSeconds": 0, "logLevel": "warn"},
             "ingress": {"enabled": True, "host": "api.tunnels.example.com", "tlsSecretName": "api-tls"},
             "networkPolicy": {
                 "apiFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}],
