@@ -8,49 +8,32 @@
 //! algorithm is ES256 and every claim rule holds.
 #![no_main]
 
+#[path = "common/issuer.rs"]
+mod issuer;
+
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use aws_lc_rs::signature::EcdsaKeyPair;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use issuer::{EXPECTED, sign};
 use jsonwebtoken::jwk::JwkSet;
 use libfuzzer_sys::fuzz_target;
-use mcp_tunnel_pki::jwt::{Expected, LEEWAY_SECS, parse_jwks, verify};
+use mcp_tunnel_pki::jwt::{LEEWAY_SECS, parse_jwks, verify};
 use serde_json::{Value, json};
-
-/// A P-256 key made for this target only (PKCS#8, base64); it signs nothing else.
-const KEY: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg+1ZLgef1bUqmm163WKcYqvfoh5N6zaDdDOprY8z59byhRANCAASvBZog1G1k7Dmkeg6UByihXe/qCAcCI5FmLyP6AqyQXdEgaCUGxe+zz1/HoUbVTPL5qDHIyXabnjLK+3qc3t0i";
-const EXPECTED: Expected<'static> = Expected {
-    issuer: "https://issuer.example",
-    audience: "https://api.example",
-    subject: "repo:acme/app:ref:refs/heads/main",
-};
 
 fn issuer() -> &'static (EcdsaKeyPair, JwkSet) {
     static ISSUER: OnceLock<(EcdsaKeyPair, JwkSet)> = OnceLock::new();
     ISSUER.get_or_init(|| {
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(KEY)
-            .expect("key base64");
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).expect("key");
-        let point = pair.public_key().as_ref().to_vec();
+        let pair = issuer::key_pair();
+        let (x, y) = issuer::public_xy(&pair);
         let jwks = parse_jwks(&json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
-            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig", "x": x, "y": y,
         }]}))
         .expect("jwks");
         (pair, jwks)
     })
-}
-
-fn sign(pair: &EcdsaKeyPair, header: &[u8], claims: &[u8]) -> String {
-    let input = format!("{}.{}", B64.encode(header), B64.encode(claims));
-    let sig = pair
-        .sign(&SystemRandom::new(), input.as_bytes())
-        .expect("sign");
-    format!("{input}.{}", B64.encode(sig.as_ref()))
 }
 
 fn part(token: &str, i: usize) -> Value {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use mcp_tunnel_edge::{Edge, EdgeConfig, EdgeListeners, EdgeTls, server_config_from_files};
 use mcp_tunnel_net::duration::parse_duration;
+use mcp_tunnel_net::forwarded::TrustedProxies;
 use mcp_tunnel_net::listen::{ListenAddr, parse_listen_addr};
 use tokio::net::TcpListener;
 
@@ -60,6 +61,16 @@ pub struct EdgeArgs {
         value_name = "CIDR"
     )]
     trusted_proxies: Vec<String>,
+    #[command(flatten)]
+    front: FrontArgs,
+    /// Log level (error, warn, info, debug).
+    #[arg(long, default_value = "info")]
+    loglevel: String,
+}
+
+/// What stands in front of the edge's listeners; shared with `server`.
+#[derive(Debug, clap::Args)]
+pub struct FrontArgs {
     /// An L4 balancer in front of the connector and client listeners (address or
     /// network, repeatable or comma-separated) that puts a PROXY protocol header (v1 or
     /// v2) before each connection: connections from it must carry one, and its source is
@@ -71,12 +82,18 @@ pub struct EdgeArgs {
         value_name = "CIDR"
     )]
     proxy_protocol_from: Vec<String>,
-    /// Client connections in their TLS handshake at once; more are closed at once.
+    /// Client connections before the end of their TLS handshake (with `server` in
+    /// replica mode: of their request head) at once; more are closed at once.
     #[arg(long, default_value_t = EdgeConfig::default().max_pending_client_handshakes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    max_pending_client_handshakes: usize,
-    /// Log level (error, warn, info, debug).
-    #[arg(long, default_value = "info")]
-    loglevel: String,
+    pub max_pending_client_handshakes: usize,
+}
+
+impl FrontArgs {
+    /// `--proxy-protocol-from`, parsed.
+    pub fn proxy_protocol_from(&self) -> anyhow::Result<TrustedProxies> {
+        TrustedProxies::parse(&self.proxy_protocol_from)
+            .map_err(|e| anyhow::anyhow!("--proxy-protocol-from: {e}"))
+    }
 }
 
 pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
@@ -92,11 +109,9 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
             _ => connector_tls.clone(),
         })
     };
-    let trusted_proxies = mcp_tunnel_net::forwarded::TrustedProxies::parse(&args.trusted_proxies)
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?;
-    let proxy_protocol_from =
-        mcp_tunnel_net::forwarded::TrustedProxies::parse(&args.proxy_protocol_from)
-            .map_err(|e| anyhow::anyhow!("--proxy-protocol-from: {e}"))?;
+    let proxy_protocol_from = args.front.proxy_protocol_from()?;
     let config = EdgeConfig {
         edge_id: args.edge_id.clone(),
         trusted_proxies,
@@ -104,7 +119,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
         proxy_protocol_clients: proxy_protocol_from,
         handshake_timeout: duration("handshake-timeout", &args.handshake_timeout)?,
         max_pending_handshakes: args.max_pending_handshakes,
-        max_pending_client_handshakes: args.max_pending_client_handshakes,
+        max_pending_client_handshakes: args.front.max_pending_client_handshakes,
         ..EdgeConfig::default()
     };
     let listeners = EdgeListeners {

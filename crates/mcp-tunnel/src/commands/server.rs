@@ -49,21 +49,8 @@ pub struct ServerArgs {
     /// host:port peers dial to reach --peer-listen; defaults to its bound address.
     #[arg(long, requires = "peer_listen")]
     peer_advertise: Option<String>,
-    /// An L4 balancer in front of the connector and client listeners (address or
-    /// network, repeatable or comma-separated) that puts a PROXY protocol header (v1 or
-    /// v2) before each connection: connections from it must carry one, and its source is
-    /// the client for every per-source limit.
-    #[arg(
-        long = "proxy-protocol-from",
-        env = "MCP_TUNNEL_PROXY_PROTOCOL_FROM",
-        value_delimiter = ',',
-        value_name = "CIDR"
-    )]
-    proxy_protocol_from: Vec<String>,
-    /// Client connections in their TLS handshake or request head at once; more are
-    /// closed at once (in replica mode, at the session router).
-    #[arg(long, default_value_t = EdgeConfig::default().max_pending_client_handshakes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    max_pending_client_handshakes: usize,
+    #[command(flatten)]
+    front: super::edge::FrontArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -293,8 +280,7 @@ impl SecretFile {
 async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let mut signals = crate::signals::Signals::install()?;
     logging::init(&args.control.loglevel, logging::Format::Json);
-    let proxy_protocol_from = TrustedProxies::parse(&args.proxy_protocol_from)
-        .map_err(|e| anyhow::anyhow!("--proxy-protocol-from: {e}"))?;
+    let proxy_protocol_from = args.front.proxy_protocol_from()?;
     let stop = CancellationToken::new();
     let store = super::api::start(&args.control, &stop).await?;
     let dir = &args.control.data_dir;
@@ -349,7 +335,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
             } else {
                 EdgeConfig::default().client_auth_failures
             },
-            max_pending_client_handshakes: args.max_pending_client_handshakes,
+            max_pending_client_handshakes: args.front.max_pending_client_handshakes,
             trusted_proxies: args.control.trusted_proxies()?,
             proxy_protocol_connectors: proxy_protocol_from.clone(),
             // In replica mode the balancer is in front of the router, which reads the
@@ -382,7 +368,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         let config = launch::read_config(dir)?;
         let edge_host = config.edge_host()?;
         let router = RouterConfig {
-            max_pending: args.max_pending_client_handshakes,
+            max_pending: args.front.max_pending_client_handshakes,
             trusted_proxies: args.control.trusted_proxies()?,
             proxy_protocol_from,
             ..RouterConfig::new(
