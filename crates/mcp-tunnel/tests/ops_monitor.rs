@@ -199,6 +199,19 @@ async fn scraped_metrics_raise_state_and_counter_alerts() {
     ])
     .arg(out.join("tunnel-token"));
     let _connector = LoggedChild::spawn(cmd);
+    // The monitor's first scrape must find the connector up: only `gone` is down. (On a
+    // loaded machine the connector's listener can come up after the first scrape.)
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(connector_metrics)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the connector's metrics listener never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The harness's server certificate is valid for 7 days.
     let h =
@@ -219,6 +232,15 @@ async fn scraped_metrics_raise_state_and_counter_alerts() {
         })
         .await;
     assert!(down.contains("\"source\":\"gone\""), "{down}");
+    // And the connector, which is up, is never reported down.
+    assert!(
+        !monitor
+            .lines()
+            .iter()
+            .any(|l| l.contains("metrics.target_down") && l.contains("\"source\":\"connector\"")),
+        "{}",
+        monitor.lines().join("\n")
+    );
     let expiring = monitor
         .wait_for(Duration::from_secs(20), |l| l.contains("cert.expiring"))
         .await;
