@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mcp_tunnel_pki::generate::{self, KeyKind, Validity};
-use mcp_tunnel_pki::reload::format_unix;
 use mcp_tunnel_pki::tls::{self, CertSummary};
+use mcp_tunnel_pki::validate::fmt_unix;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -63,14 +63,14 @@ impl fmt::Display for Renewal {
                 f,
                 "{}: valid until {} ({names}); not due, left as it is",
                 self.file,
-                format_unix(*not_after)
+                fmt_unix(*not_after)
             ),
             Outcome::Renewed { was, not_after } => write!(
                 f,
                 "{}: renewed, valid until {} (was {}; {names})",
                 self.file,
-                format_unix(*not_after),
-                format_unix(*was)
+                fmt_unix(*not_after),
+                fmt_unix(*was)
             ),
             Outcome::Foreign => write!(
                 f,
@@ -110,8 +110,11 @@ pub fn renew(o: &RenewOptions) -> Result<Vec<Renewal>, RenewError> {
     let ca_key_path = dir.join(EDGE_CA_KEY);
     let ca_pem = read_text(&ca_cert_path)?;
     let ca = first_cert(&ca_cert_path, &ca_pem)?;
-    let now = unix_now();
-    let ca_left = ca.not_after - now;
+    let now = SystemTime::now();
+    let ca_left = ca.not_after - unix(now);
+    // Every renewed certificate gets the same validity, bounded by the CA's own.
+    let lifetime = LEAF_VALIDITY.min(Duration::from_secs(ca_left.max(0) as u64));
+    let validity = Validity::from_now(lifetime);
     let mut plans = Vec::new();
     for (file, key) in [(EDGE_CERT, EDGE_KEY), (API_CERT, API_KEY)] {
         let path = dir.join(file);
@@ -124,10 +127,10 @@ pub fn renew(o: &RenewOptions) -> Result<Vec<Renewal>, RenewError> {
         }
         let outcome = if current.issuer != ca.subject {
             Outcome::Foreign
-        } else if o.force || current.not_after - now < o.renew_before.as_secs() as i64 {
+        } else if o.force || current.not_after - unix(now) < o.renew_before.as_secs() as i64 {
             Outcome::Renewed {
                 was: current.not_after,
-                not_after: 0,
+                not_after: unix(validity.not_after),
             }
         } else {
             Outcome::NotDue {
@@ -145,7 +148,7 @@ pub fn renew(o: &RenewOptions) -> Result<Vec<Renewal>, RenewError> {
     // A day is the least worth issuing; the CA bounds every certificate it signs.
     if ca_left < 86_400 {
         return Err(RenewError::CaExpiring {
-            not_after: format_unix(ca.not_after),
+            not_after: fmt_unix(ca.not_after),
         });
     }
     let ca_key = match std::fs::read_to_string(&ca_key_path) {
@@ -162,18 +165,12 @@ pub fn renew(o: &RenewOptions) -> Result<Vec<Renewal>, RenewError> {
             });
         }
     };
-    let lifetime = LEAF_VALIDITY.min(Duration::from_secs(ca_left as u64));
     // Issue everything first: a failure here leaves every file as it was.
     let mut issued = Vec::new();
     for (file, key, names, outcome) in &plans {
         if matches!(outcome, Outcome::Renewed { .. }) {
-            let cert = generate::issue_server_cert(
-                &ca_pem,
-                &ca_key,
-                names,
-                Validity::from_now(lifetime),
-                KeyKind::EcdsaP256,
-            )?;
+            let cert =
+                generate::issue_server_cert(&ca_pem, &ca_key, names, validity, KeyKind::EcdsaP256)?;
             issued.push((*file, *key, cert));
         }
     }
@@ -187,20 +184,7 @@ pub fn renew(o: &RenewOptions) -> Result<Vec<Renewal>, RenewError> {
             false,
         )?;
     }
-    let mut report = finish(plans);
-    for r in &mut report {
-        if let Outcome::Renewed { not_after, .. } = &mut r.outcome
-            && let Some((.., cert)) = issued.iter().find(|(f, ..)| *f == r.file)
-        {
-            *not_after = tls::summary(&cert.cert_der)
-                .map_err(|e| RenewError::Unreadable {
-                    path: r.file.into(),
-                    reason: e,
-                })?
-                .not_after;
-        }
-    }
-    Ok(report)
+    Ok(finish(plans))
 }
 
 fn finish(plans: Vec<(&'static str, &'static str, Vec<String>, Outcome)>) -> Vec<Renewal> {
@@ -251,8 +235,7 @@ fn replace(path: &Path, contents: &str, secret: bool) -> Result<(), RenewError> 
     })
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }

@@ -80,6 +80,8 @@ async fn not_due_changes_nothing_and_due_renews_with_the_same_names() {
             panic!("{r:?}");
         };
         assert!(not_after >= was, "{r}");
+        let written = tls::summary(&certs(&dir.join(r.file))[0]).unwrap();
+        assert_eq!(not_after, written.not_after, "{r}: reports what it wrote");
         assert_ne!(after[2 * i], before[2 * i], "{} rewritten", r.file);
         assert_ne!(after[2 * i + 1], before[2 * i + 1], "{}: a new key", r.file);
     }

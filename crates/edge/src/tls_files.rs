@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use mcp_tunnel_pki::reload::{CertFiles, Polled, format_unix};
+use mcp_tunnel_pki::reload::{CertFiles, Polled};
 use mcp_tunnel_pki::tls::{LoadError, provider};
+use mcp_tunnel_pki::validate::fmt_unix;
 
 /// How often the certificate files are looked at.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
@@ -76,7 +77,7 @@ async fn watch(files: Weak<CertFiles>, interval: Duration) {
             Ok((Polled::Reloaded(loaded), path)) => tracing::info!(
                 path = %path,
                 fingerprint = %loaded.fingerprint,
-                not_after = %format_unix(loaded.not_after),
+                not_after = %fmt_unix(loaded.not_after),
                 "certificate reloaded"
             ),
             Ok((Polled::Rejected(e), path)) => tracing::warn!(

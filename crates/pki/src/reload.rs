@@ -97,28 +97,6 @@ fn files_digest(cert: &Path, key: &Path) -> Result<[u8; 32], LoadError> {
     Ok(sha256(&both))
 }
 
-/// RFC 3339 UTC for a Unix time, for log fields.
-pub fn format_unix(secs: i64) -> String {
-    // Days-from-civil inverse (Howard Hinnant's algorithm), to avoid a date dependency.
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -155,13 +133,6 @@ mod tests {
             cert: c,
             key: k,
         }
-    }
-
-    #[test]
-    fn formats_rfc3339() {
-        assert_eq!(format_unix(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_unix(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(format_unix(1_798_761_599), "2026-12-31T23:59:59Z");
     }
 
     #[test]

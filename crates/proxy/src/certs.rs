@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use mcp_tunnel_pki::reload::format_unix;
 use mcp_tunnel_pki::reload::{CertFiles, Polled};
 use mcp_tunnel_pki::tls::{LoadError, LoadedCert};
+use mcp_tunnel_pki::validate::fmt_unix;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ impl CertStore {
             Polled::Reloaded(loaded) => {
                 tracing::info!(
                     fingerprint = %loaded.fingerprint,
-                    not_after = %format_unix(loaded.not_after),
+                    not_after = %fmt_unix(loaded.not_after),
                     "certificate reloaded"
                 );
                 self.metrics.cert_not_after.set(loaded.not_after);

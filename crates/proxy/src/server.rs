@@ -22,12 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
-use crate::certs::{CertStore, format_unix};
+use crate::certs::CertStore;
 use crate::config::ProxyConfig;
 use crate::forward::{Forwarder, SessionInfo};
 use crate::guard::{GuardedConnector, Resolver, SystemResolver};
 use crate::metrics::ProxyMetrics;
 use crate::upstream::UpstreamConnector;
+use mcp_tunnel_pki::validate::fmt_unix;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +126,7 @@ impl Proxy {
             listen_addr = %local_addr,
             admin_addr = ?admin_addr,
             fingerprint = %cert.fingerprint,
-            not_after = %format_unix(cert.not_after),
+            not_after = %fmt_unix(cert.not_after),
             "proxy listening"
         );
         tokio::spawn(

@@ -153,6 +153,7 @@ mod tests {
         assert_eq!(fmt_unix(0), "1970-01-01T00:00:00Z");
         assert_eq!(fmt_unix(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(fmt_unix(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(fmt_unix(1_798_761_599), "2026-12-31T23:59:59Z");
         assert_eq!(fmt_unix(-1), "1969-12-31T23:59:59Z");
     }
 
