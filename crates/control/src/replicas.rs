@@ -22,12 +22,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_tunnel_edge::EdgeStore;
 use mcp_tunnel_edge::registry::Registry;
+use mcp_tunnel_edge::store::tunnel_for_host;
 use mcp_tunnel_net::forwarded::TrustedProxies;
-use mcp_tunnel_net::host::{tunnel_domains, tunnel_host};
+use mcp_tunnel_net::host::tunnel_host;
 use mcp_tunnel_net::proxy_protocol::client_behind;
-use mcp_tunnel_proto::TunnelId;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -272,17 +271,6 @@ pub fn header_values<'a>(head: &'a [u8], name: &str) -> Vec<&'a [u8]> {
         .collect()
 }
 
-/// The tunnel domain itself, or `<route>.<tunnel domain>` ([`tunnel_domains`], as the
-/// edge looks them up).
-async fn tunnel_for(host: &str, store: &ControlStore) -> Option<TunnelId> {
-    for domain in tunnel_domains(host) {
-        if let Ok(Some(t)) = store.tunnel_by_domain(domain).await {
-            return Some(t.id);
-        }
-    }
-    None
-}
-
 async fn choose(
     head: &[u8],
     store: &ControlStore,
@@ -293,9 +281,11 @@ async fn choose(
     let Some(host) = host_of(head) else {
         return local;
     };
-    let Some(tunnel) = tunnel_for(&host, store).await else {
+    // A store error routes locally, where the edge gives the precise refusal.
+    let Ok(Some(tunnel)) = tunnel_for_host(store, &host).await else {
         return local;
     };
+    let tunnel = tunnel.id;
     if registry.connections(&tunnel).iter().any(|c| c.is_usable()) {
         return local;
     }

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mcp_tunnel_net::host::{tunnel_domains, tunnel_host};
+use mcp_tunnel_net::host::tunnel_host;
 use mcp_tunnel_net::proxy_protocol::client_behind;
 use mcp_tunnel_pki::crypto::Secret;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::refusal::Refusal;
 use crate::registry::TunnelBody;
 use crate::server::Shared;
-use crate::store::{TunnelRecord, USE_TUNNELS_SCOPE};
+use crate::store::{TunnelRecord, USE_TUNNELS_SCOPE, tunnel_for_host};
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -151,7 +151,10 @@ async fn admit(
         return Err(Refusal::MissingScope);
     }
     let host = request_host(req).ok_or(Refusal::BadHost)?;
-    let tunnel = lookup(&host, shared).await?.ok_or(Refusal::UnknownTunnel)?;
+    let tunnel = tunnel_for_host(shared.store.as_ref(), &host)
+        .await
+        .map_err(|e| store_down(&e))?
+        .ok_or(Refusal::UnknownTunnel)?;
     if tunnel.workspace_id != identity.workspace_id {
         return Err(Refusal::WrongWorkspace);
     }
@@ -167,22 +170,6 @@ async fn admit(
 fn store_down(e: &crate::store::StoreError) -> Refusal {
     tracing::error!(error = %e, "client admission failed");
     Refusal::StoreUnavailable
-}
-
-/// The tunnel for `host`: the tunnel domain itself, or `<route>.<tunnel domain>`
-/// ([`tunnel_domains`]).
-async fn lookup(host: &str, shared: &Shared) -> Result<Option<TunnelRecord>, Refusal> {
-    for domain in tunnel_domains(host) {
-        let found = shared
-            .store
-            .tunnel_by_domain(domain)
-            .await
-            .map_err(|e| store_down(&e))?;
-        if found.is_some() {
-            return Ok(found);
-        }
-    }
-    Ok(None)
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<Secret> {

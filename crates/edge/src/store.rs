@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use mcp_tunnel_net::host::tunnel_domains;
 use mcp_tunnel_pki::crypto::{self, Secret};
 use mcp_tunnel_proto::TunnelId;
 use mcp_tunnel_proto::token::verify_secret;
@@ -116,6 +117,21 @@ pub trait EdgeStore: Send + Sync + 'static {
 
     /// Events from now on. A lagging receiver must assume it missed revocations.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
+}
+
+/// The tunnel a normalised host reaches: the one whose domain it is, else the one
+/// directly above it (a route host, `<route>.<tunnel domain>`), in the lookup order of
+/// [`tunnel_domains`]. The edge and the replica router both route by it.
+pub async fn tunnel_for_host<S: EdgeStore + ?Sized>(
+    store: &S,
+    host: &str,
+) -> Result<Option<TunnelRecord>, StoreError> {
+    for domain in tunnel_domains(host) {
+        if let Some(t) = store.tunnel_by_domain(domain).await? {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
 }
 
 #[derive(Debug)]
