@@ -58,17 +58,8 @@ pub struct ControlArgs {
     /// Connections one source address may hold open; more are closed at once.
     #[arg(long, default_value_t = api::ConnLimits::default().per_source as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_source: u32,
-    /// A reverse proxy in front of the API (address or network, repeatable or
-    /// comma-separated) whose X-Forwarded-For names the client: the failed-authentication
-    /// limit and the audit log's `source` then see the client, not the proxy.
-    /// X-Forwarded-For from anyone else is ignored.
-    #[arg(
-        long = "trusted-proxy",
-        env = "MCP_TUNNEL_TRUSTED_PROXIES",
-        value_delimiter = ',',
-        value_name = "CIDR"
-    )]
-    pub trusted_proxies: Vec<String>,
+    #[command(flatten)]
+    pub trusted: TrustedProxyArgs,
     /// Log level (error, warn, info, debug).
     #[arg(long, default_value = "info")]
     pub loglevel: String,
@@ -85,9 +76,26 @@ pub struct ControlArgs {
     pub console_session_lifetime: Duration,
 }
 
-impl ControlArgs {
+/// Reverse proxies whose `X-Forwarded-For` is read; shared by `api`, `server` and `edge`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustedProxyArgs {
+    /// A reverse proxy or TLS-terminating balancer in front of this process's listeners
+    /// (address or network, repeatable or comma-separated) whose X-Forwarded-For names
+    /// the client: the per-source limits on failed authentication (and the API's audit
+    /// `source`) then see the client, not the proxy. X-Forwarded-For from anyone else is
+    /// ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "MCP_TUNNEL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    trusted_proxies: Vec<String>,
+}
+
+impl TrustedProxyArgs {
     /// `--trusted-proxy`, parsed.
-    pub fn trusted_proxies(&self) -> anyhow::Result<api::TrustedProxies> {
+    pub fn parsed(&self) -> anyhow::Result<api::TrustedProxies> {
         api::TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))
     }
@@ -113,7 +121,7 @@ pub struct ApiArgs {
 
 /// Opens the store and starts serving the API; returns the store for the edge.
 pub async fn start(args: &ControlArgs, stop: &CancellationToken) -> anyhow::Result<ControlStore> {
-    let trusted_proxies = args.trusted_proxies()?;
+    let trusted_proxies = args.trusted.parsed()?;
     let database_url = launch::database_url(
         args.database_url.as_deref(),
         args.database_url_file.as_deref(),

@@ -51,16 +51,8 @@ pub struct EdgeArgs {
     /// Connector handshakes in progress at once.
     #[arg(long, default_value_t = 1024)]
     max_pending_handshakes: usize,
-    /// A reverse proxy in front of the client listener (address or network, repeatable
-    /// or comma-separated; e.g. the TLS-terminating balancer of --client-plaintext) whose
-    /// X-Forwarded-For names the client for the failed-key limit. Ignored from anyone else.
-    #[arg(
-        long = "trusted-proxy",
-        env = "MCP_TUNNEL_TRUSTED_PROXIES",
-        value_delimiter = ',',
-        value_name = "CIDR"
-    )]
-    trusted_proxies: Vec<String>,
+    #[command(flatten)]
+    trusted: super::api::TrustedProxyArgs,
     #[command(flatten)]
     front: FrontArgs,
     /// Log level (error, warn, info, debug).
@@ -109,8 +101,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
             _ => connector_tls.clone(),
         })
     };
-    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
-        .map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?;
+    let trusted_proxies = args.trusted.parsed()?;
     let proxy_protocol_from = args.front.proxy_protocol_from()?;
     let config = EdgeConfig {
         edge_id: args.edge_id.clone(),

@@ -281,6 +281,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let mut signals = crate::signals::Signals::install()?;
     logging::init(&args.control.loglevel, logging::Format::Json);
     let proxy_protocol_from = args.front.proxy_protocol_from()?;
+    let trusted_proxies = args.control.trusted.parsed()?;
     let stop = CancellationToken::new();
     let store = super::api::start(&args.control, &stop).await?;
     let dir = &args.control.data_dir;
@@ -336,7 +337,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 EdgeConfig::default().client_auth_failures
             },
             max_pending_client_handshakes: args.front.max_pending_client_handshakes,
-            trusted_proxies: args.control.trusted_proxies()?,
+            trusted_proxies: trusted_proxies.clone(),
             proxy_protocol_connectors: proxy_protocol_from.clone(),
             // In replica mode the balancer is in front of the router, which reads the
             // header; the edge's client listener then only hears from routers.
@@ -369,7 +370,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         let edge_host = config.edge_host()?;
         let router = RouterConfig {
             max_pending: args.front.max_pending_client_handshakes,
-            trusted_proxies: args.control.trusted_proxies()?,
+            trusted_proxies,
             proxy_protocol_from,
             ..RouterConfig::new(
                 edge_id.clone(),
