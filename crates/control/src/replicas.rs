@@ -182,11 +182,13 @@ async fn serve(
     } = router;
     let _ = tcp.set_nodelay(true);
     let timeout = config.head_timeout;
+    // One deadline for a PROXY header (from a balancer) and the TLS handshake.
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut tcp = tcp;
     let peer = client_behind(&mut tcp, peer, &config.proxy_protocol_from, timeout)
         .await
         .map_err(std::io::Error::other)?;
-    let mut client = tokio::time::timeout(timeout, acceptor.accept(tcp))
+    let mut client = tokio::time::timeout_at(deadline, acceptor.accept(tcp))
         .await
         .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
     let head = tokio::time::timeout(timeout, read_head(&mut client))

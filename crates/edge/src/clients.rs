@@ -51,6 +51,8 @@ pub(crate) async fn accept_loop(
         tokio::spawn(async move {
             let mut tcp = tcp;
             let timeout = shared.config.client_header_timeout;
+            // One deadline for a PROXY header (from a balancer) and the TLS handshake.
+            let deadline = tokio::time::Instant::now() + timeout;
             let balancers = &shared.config.proxy_protocol_clients;
             let peer = match client_behind(&mut tcp, peer, balancers, timeout).await {
                 Ok(client) => client,
@@ -66,7 +68,7 @@ pub(crate) async fn accept_loop(
                     serve(tcp, peer, shared).await
                 }
                 Some(acceptor) => {
-                    let tls = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+                    let tls = tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await;
                     // The cap covers TLS handshakes; hyper's header timeout bounds the rest.
                     drop(permit);
                     match tls {

@@ -122,6 +122,8 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acce
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            // One deadline from here: PROXY header (from a balancer), TLS and handshake.
+            let accepted = Instant::now();
             let mut tcp = tcp;
             let balancers = &shared.config.proxy_protocol_connectors;
             let timeout = shared.config.handshake_timeout;
@@ -151,7 +153,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acce
                 let _pending = GaugeGuard::new(&shared.metrics.pending_handshakes);
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => return,
-                    r = authenticate(tcp, peer, &shared, &acceptor) => r,
+                    r = authenticate(tcp, peer, accepted, &shared, &acceptor) => r,
                 }
             };
             drop(slot);
@@ -174,17 +176,18 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, acce
 
 type Tls = TlsStream<TcpStream>;
 
-/// TLS and the handshake, all under one deadline.
+/// TLS and the handshake, under one deadline that started when the connection was
+/// `accepted` (so a PROXY header read before counts against it too).
 async fn authenticate(
     tcp: TcpStream,
     peer: SocketAddr,
+    accepted: Instant,
     shared: &Shared,
     acceptor: &TlsAcceptor,
 ) -> Result<(Tls, ConnectionMeta), PreAuthError> {
-    let now = Instant::now();
     let mut hs = ServerHandshake::new(
         ProtocolVersion::SUPPORTED,
-        now,
+        accepted,
         shared.config.handshake_timeout,
     );
     let deadline = tokio::time::Instant::from_std(hs.deadline());
