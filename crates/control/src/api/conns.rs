@@ -34,7 +34,7 @@ pub struct ConnCounter {
     slots: Arc<Semaphore>,
     by_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Sources without a per-source share: the trusted reverse proxies.
-    exempt: TrustedProxies,
+    exempt: Arc<TrustedProxies>,
 }
 
 /// One open connection; dropping it frees its slots.
@@ -47,7 +47,7 @@ pub struct ConnSlot {
 }
 
 impl ConnCounter {
-    pub fn new(limits: ConnLimits, exempt: TrustedProxies) -> Self {
+    pub fn new(limits: ConnLimits, exempt: Arc<TrustedProxies>) -> Self {
         Self {
             limits,
             slots: Arc::new(Semaphore::new(limits.total.max(1))),
@@ -113,7 +113,7 @@ mod tests {
                 total: 3,
                 per_source: 2,
             },
-            TrustedProxies::none(),
+            Arc::new(TrustedProxies::none()),
         );
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
@@ -142,7 +142,7 @@ mod tests {
                 total: 4,
                 per_source: 1,
             },
-            TrustedProxies::parse(&["10.0.0.0/8"]).unwrap(),
+            Arc::new(TrustedProxies::parse(&["10.0.0.0/8"]).unwrap()),
         );
         let mut held = Vec::new();
         for _ in 0..4 {

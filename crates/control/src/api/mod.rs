@@ -300,7 +300,7 @@ pub async fn serve_with(
     opts: ServeOptions,
 ) {
     let trusted = Arc::new(opts.trusted_proxies);
-    let conns = conns::ConnCounter::new(opts.limits, (*trusted).clone());
+    let conns = conns::ConnCounter::new(opts.limits, trusted.clone());
     let acceptor = tls.map(|c| {
         let mut c = (*c).clone();
         c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
